@@ -1,0 +1,26 @@
+# Set-up and everyday commands. `make demo` and `make test` each create the virtual environment
+# on first use (CPU build of torch, pinned), so either is the only command a fresh machine needs.
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+TORCH  := torch==2.13.0
+
+.PHONY: install demo test clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/xares-fusion demo
+
+test: install
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) experiments .pytest_cache

@@ -1,0 +1,174 @@
+"""The `xares-fusion` command. It only parses arguments and ties the layers together."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """An error the user can fix; printed without a traceback."""
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({err}); e.g. --encoder-args '{{\"n_mels\": 64}}'")
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"n_mels\": 64}'")
+    return value
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .runner import RunRequest, run, summary_text
+
+    result = run(RunRequest(encoder=args.encoder, train=args.train, eval=args.eval, encoder_args=args.encoder_args,
+                            overrides=args.set, output_dir=args.output_dir, max_steps=args.max_steps,
+                            limit=args.limit, progress=not args.no_progress))
+    print(summary_text(result))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    args.encoder, args.train, args.eval = "logmel", "synthetic", "synthetic"
+    args.encoder_args, args.set, args.max_steps, args.limit = {}, [], None, None
+    args.output_dir = args.output_dir or Path("experiments") / "demo"
+    return _cmd_run(args)
+
+
+def _cmd_check_encoder(args: argparse.Namespace) -> int:
+    from .encoders import check_encoder
+
+    summary = check_encoder(args.encoder, args.encoder_args)
+    print(f"PASS {args.encoder}: output_dim={summary['output_dim']}, valid frames for 1 s / 2 s clips = "
+          f"{summary['frames']}, frame rate ~{summary['frame_rate_measured']:.1f}/s"
+          + (f" (declared {summary['frame_rate_declared']})" if summary["frame_rate_declared"] else ""))
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from . import metrics
+
+    path = Path(args.predictions)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found.")
+    frame = pd.read_csv(path, keep_default_na=False, dtype=str)
+    missing = [c for c in ("predict", "labels") if c not in frame.columns]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {missing}; a predictions file has 'predict' and 'labels' "
+                        f"columns (as written by `xares-fusion run`). Columns found: {list(frame.columns)}")
+    value = metrics.score(args.metric, frame["predict"].tolist(), frame["labels"].tolist(), **args.metric_args)
+    print(f"{args.metric}\t{value:.6f}\t({len(frame)} rows, {path})")
+    return 0
+
+
+def _cmd_make_synthetic(args: argparse.Namespace) -> int:
+    from .data.synthetic import make_synthetic
+    from .paths import data_home
+
+    root = args.out or data_home() / "generated" / "synthetic"
+    make_synthetic(root, seed=args.seed, force=args.force)
+    print(f"synthetic shards in {root}")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from .config import known_names
+    from .registry import ENCODERS, METRICS
+
+    if args.what in ("encoders", "all"):
+        from . import encoders  # noqa: F401  (registers the built-ins)
+        print("encoders:", ", ".join(ENCODERS.names()))
+    if args.what in ("metrics", "all"):
+        from . import metrics  # noqa: F401
+        print("metrics:", ", ".join(METRICS.names()))
+    if args.what in ("tasks", "all"):
+        print("tasks and groups:", ", ".join(known_names("tasks")))
+    if args.what in ("recipes", "all"):
+        print("recipes:", ", ".join(known_names("recipes")))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xares-fusion", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every step")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_run_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--output-dir", type=Path, default=None,
+                       help="run directory (default experiments/<recipe>/<encoder>)")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    run = sub.add_parser("run", help="train the audio LLM around an encoder and score it on a task set")
+    run.add_argument("encoder", help="registered name, path/to/file.py[:Class] or package.module.Class")
+    run.add_argument("train", nargs="?", default="all", help="recipe name or YAML path (default: all)")
+    run.add_argument("eval", nargs="?", default=None,
+                     help="task, group name or YAML path (default: the recipe's eval set, else TRAIN)")
+    run.add_argument("--encoder-args", type=_json_object, default={}, help="JSON kwargs for the encoder")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a recipe field, e.g. --set optim.lr=5e-5 (repeatable)")
+    run.add_argument("--max-steps", type=int, default=None, help="shortcut for --set optim.max_steps=N")
+    run.add_argument("--limit", type=int, default=None, help="at most N eval rows per task (smoke runs)")
+    add_run_options(run)
+    run.set_defaults(func=_cmd_run)
+
+    demo = sub.add_parser("demo", help="the offline demo: synthetic tone suite, log-mel encoder, tiny LLM")
+    add_run_options(demo)
+    demo.set_defaults(func=_cmd_demo)
+
+    check = sub.add_parser("check-encoder", help="check an encoder against the contract")
+    check.add_argument("encoder")
+    check.add_argument("--encoder-args", type=_json_object, default={})
+    check.set_defaults(func=_cmd_check_encoder)
+
+    score = sub.add_parser("score", help="rescore a predictions CSV without retraining")
+    score.add_argument("predictions")
+    score.add_argument("--metric", required=True, help="Accuracy, mAP, iWER, iCER, ...")
+    score.add_argument("--metric-args", type=_json_object, default={}, help="e.g. '{\"num_classes\": 200}'")
+    score.set_defaults(func=_cmd_score)
+
+    synth = sub.add_parser("make-synthetic", help="write the synthetic tone shards")
+    synth.add_argument("--out", type=Path, default=None)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--force", action="store_true", help="rewrite even if present")
+    synth.set_defaults(func=_cmd_make_synthetic)
+
+    lst = sub.add_parser("list", help="list tasks, recipes, encoders or metrics")
+    lst.add_argument("what", nargs="?", default="all", choices=["all", "tasks", "recipes", "encoders", "metrics"])
+    lst.set_defaults(func=_cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="[%(levelname)s] %(message)s")
+    logging.getLogger("xares_fusion").setLevel(logging.INFO)
+    from .config import ConfigError
+    from .data.shards import MissingDataError
+    from .encoders import EncoderContractError
+    from .llm import LLMLoadError
+    from .registry import RegistryError
+    from .runner import RunFailed
+    from .train import TooManySkippedError
+
+    try:
+        return args.func(args)
+    except (UserError, ConfigError, MissingDataError, EncoderContractError, RegistryError, RunFailed,
+            TooManySkippedError, LLMLoadError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1 if isinstance(err, (RunFailed, TooManySkippedError)) else EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

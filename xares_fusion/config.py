@@ -1,0 +1,470 @@
+"""Typed task, group and recipe configs, loaded from YAML with errors that name file, field and fix.
+
+This module knows nothing of torch: it only turns YAML into dataclasses and back.
+
+Why a small hand-written loader instead of a schema library: the configs are a handful of flat
+dataclasses, and every error must say *which YAML file*, *which dotted field* and *what to write
+instead*; doing that over plain dataclasses keeps the layer dependency-free and the messages ours.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or value is wrong. The message names the file, the field and the fix."""
+
+
+# --------------------------------------------------------------------------------------------
+# Generic dataclass <- dict conversion with precise errors
+# --------------------------------------------------------------------------------------------
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _convert(value: Any, hint: Any, where: str, source: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, where, source)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise errors[0] if len(errors) == 1 else ConfigError(
+            f"{source}: field '{where}': {_describe(value)} matches none of "
+            f"{[getattr(a, '__name__', str(a)) for a in args]}")
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: field '{where}' must be a mapping of "
+                              f"{[f.name for f in dataclasses.fields(hint)]}, got {_describe(value)}")
+        return from_dict(hint, value, source, where)
+    if origin is list:
+        if isinstance(value, (str, int, float)) and args and args[0] is str:
+            value = [str(value)]  # a single shard pattern may be written without a list
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: field '{where}' must be a list, got {_describe(value)}")
+        return [_convert(v, args[0] if args else Any, f"{where}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: field '{where}' must be a mapping, got {_describe(value)}")
+        value_hint = args[1] if len(args) == 2 else Any
+        return {str(k): _convert(v, value_hint, f"{where}.{k}", source) for k, v in value.items()}
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{source}: field '{where}' must be true or false, got {_describe(value)}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{source}: field '{where}' must be a whole number, got {_describe(value)}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:  # YAML reads "1e-4" (no dot) as a string
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{source}: field '{where}' must be a number, got {_describe(value)}")
+    if hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{source}: field '{where}' must be a string, got {_describe(value)}")
+    return value
+
+
+def from_dict(cls: type, data: dict, source: str, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown or missing fields raise :class:`ConfigError`."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"{source}: unknown field '{where}'.{hint} Valid fields here: {names}")
+        kwargs[key] = _convert(value, hints[key], where, source)
+    for f in dataclasses.fields(cls):
+        no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if f.init and no_default and f.name not in kwargs:
+            where = f"{prefix}.{f.name}" if prefix else f.name
+            raise ConfigError(f"{source}: missing required field '{where}'. Add it to the file.")
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate(source, prefix)
+    return obj
+
+
+def to_dict(obj: Any) -> dict:
+    """Plain-dict form of a config dataclass (for records and hashing)."""
+    return dataclasses.asdict(obj)
+
+
+def stable_hash(payload: Any, length: int = 12) -> str:
+    """Short, order-independent hash of JSON-serialisable data."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping; parse errors name the file and line."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except FileNotFoundError as err:
+        raise ConfigError(f"{path}: file not found.") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}.")
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# Tasks
+# --------------------------------------------------------------------------------------------
+
+DEFAULT_GENERATION = {"max_new_tokens": 150, "repetition_penalty": 1.05}
+
+
+@dataclass
+class DataSpec:
+    """Where the shards of one split live.
+
+    ``shards`` are brace-expandable patterns (``train_{000..051}.tar.gz``) or globs. With
+    ``repo_id`` they name files of that hub dataset repo, found under the data home; with
+    ``generator`` they are produced locally by that generator (``xares-fusion make-synthetic``);
+    otherwise they are local paths (relative to the working directory).
+    """
+
+    shards: list[str]
+    repo_id: str | None = None
+    generator: str | None = None
+    key: str | None = None      # overrides the task's key for this split
+    prompt: str | None = None   # overrides the task's prompt for this split
+
+    def validate(self, source: str, prefix: str) -> None:
+        if not self.shards:
+            raise ConfigError(f"{source}: field '{prefix}.shards' is empty; list at least one shard pattern.")
+        if self.repo_id and self.generator:
+            raise ConfigError(f"{source}: field '{prefix}': give either 'repo_id' or 'generator', not both.")
+
+
+@dataclass
+class EvalSpec(DataSpec):
+    """The evaluation split, with its batch size and loader workers."""
+
+    batch_size: int = 8
+    num_workers: int = 0
+
+    def validate(self, source: str, prefix: str) -> None:
+        super().validate(source, prefix)
+        if self.batch_size < 1:
+            raise ConfigError(f"{source}: field '{prefix}.batch_size' must be >= 1, got {self.batch_size}.")
+
+
+@dataclass
+class TaskConfig:
+    """One benchmark task: its data, label key, prompt, metric and generation settings."""
+
+    name: str
+    prompt: str
+    metric: str
+    key: str | None = None
+    metric_args: dict[str, Any] = field(default_factory=dict)
+    weight: float = 1.0
+    track: str | None = None
+    description: str | None = None
+    generation: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_GENERATION))
+    train: DataSpec | None = None
+    eval: EvalSpec | None = None
+    source: str = ""
+
+    def validate(self, source: str, prefix: str) -> None:
+        if self.weight < 0:
+            raise ConfigError(f"{source}: field 'weight' must be >= 0, got {self.weight}.")
+        self.generation = {**DEFAULT_GENERATION, **self.generation}
+
+    def split(self, which: str) -> DataSpec:
+        """The train or eval data spec; a clear error when the task lacks it."""
+        spec = self.train if which == "train" else self.eval
+        if spec is None:
+            raise ConfigError(f"{self.source}: task '{self.name}' has no '{which}' section, "
+                              f"so it cannot be used for {'training' if which == 'train' else 'evaluation'}.")
+        return spec
+
+    def key_for(self, which: str) -> str | None:
+        return self.split(which).key or self.key
+
+    def prompt_for(self, which: str) -> str:
+        return self.split(which).prompt or self.prompt
+
+    def identity(self) -> dict:
+        """Everything about the task that changes an evaluation score (for cache keys)."""
+        ev = self.eval
+        return {"name": self.name, "metric": self.metric, "metric_args": self.metric_args,
+                "prompt": self.prompt_for("eval") if ev else self.prompt, "key": self.key_for("eval") if ev else self.key,
+                "generation": self.generation, "eval": to_dict(ev) if ev else None}
+
+
+@dataclass
+class TaskGroup:
+    """A named set of tasks evaluated together, and how their scores aggregate into 'Overall'."""
+
+    name: str
+    tasks: list[str]
+    aggregate: str = "weighted_mean"
+    description: str | None = None
+    source: str = ""
+
+    def validate(self, source: str, prefix: str) -> None:
+        if self.aggregate != "weighted_mean":
+            raise ConfigError(f"{source}: field 'aggregate' must be 'weighted_mean' "
+                              f"(the official Overall: sum(w*score)/sum(w)), got {self.aggregate!r}.")
+        if not self.tasks:
+            raise ConfigError(f"{source}: field 'tasks' is empty; list at least one task.")
+
+
+# --------------------------------------------------------------------------------------------
+# Recipes: model | data mixture | optimisation, kept apart so a fusion recipe changes only 'model'
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class LLMSpec:
+    """The decoder: a hub id, a local directory, a GGUF file, or a registered name."""
+
+    name_or_path: str = "HuggingFaceTB/SmolLM2-135M"
+    gguf_file: str | None = None
+    revision: str | None = None
+    dtype: str = "float32"
+
+
+@dataclass
+class LoraSpec:
+    """LoRA on the frozen LLM (official defaults: r 8, alpha 32, dropout 0.1, all linear layers)."""
+
+    r: int = 8
+    alpha: int = 32
+    dropout: float = 0.1
+    target_modules: str | list[str] = "all-linear"
+
+
+@dataclass
+class ProjectorSpec:
+    name: str = "linear"
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelSpec:
+    """Front-end (encoder or fusion), projector, LLM and LoRA."""
+
+    encoder: str | None = None
+    encoder_args: dict[str, Any] = field(default_factory=dict)
+    projector: ProjectorSpec = field(default_factory=ProjectorSpec)
+    llm: LLMSpec = field(default_factory=LLMSpec)
+    lora: LoraSpec = field(default_factory=LoraSpec)
+    aux_loss_weights: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class MixtureEntry:
+    """One training set of the mixture; ``prob`` as in the official configs (see data.mixture)."""
+
+    task: str
+    prob: float | None = None
+
+
+@dataclass
+class DataMixtureSpec:
+    mixture: list[MixtureEntry] = field(default_factory=list)
+    crop_seconds: float = 30.0
+    sample_rate: int = 16000
+    num_workers: int = 0
+    shuffle_buffer: int = 256
+    max_skip_fraction: float = 0.05
+
+    def validate(self, source: str, prefix: str) -> None:
+        for i, entry in enumerate(self.mixture):
+            if entry.prob is not None and entry.prob <= 0:
+                raise ConfigError(f"{source}: field '{prefix}.mixture[{i}].prob' must be > 0, got {entry.prob}.")
+        if not 0 <= self.max_skip_fraction <= 1:
+            raise ConfigError(f"{source}: field '{prefix}.max_skip_fraction' must be within [0, 1].")
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass
+class OptimSpec:
+    """Optimisation and precision (official: AdamW 1e-4, wd 0.01, cosine, 200 warmup, clip 1.0, batch 4)."""
+
+    max_steps: int = 100_000
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    scheduler: str = "cosine"
+    max_grad_norm: float = 1.0
+    batch_size: int = 4
+    seed: int = 42
+    precision: str = "fp32"
+    save_steps: int = 200
+    keep_checkpoints: int = 2
+    log_steps: int = 100
+
+    def validate(self, source: str, prefix: str) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"{source}: field '{prefix}.precision' must be one of {PRECISIONS}, got {self.precision!r}.")
+        if self.scheduler not in ("cosine", "linear", "constant"):
+            raise ConfigError(f"{source}: field '{prefix}.scheduler' must be cosine, linear or constant.")
+        for name in ("max_steps", "batch_size", "save_steps", "log_steps", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{source}: field '{prefix}.{name}' must be >= 1, got {getattr(self, name)}.")
+
+
+@dataclass
+class RecipeConfig:
+    """A training recipe: what model to build, what data to mix, how to optimise."""
+
+    name: str
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataMixtureSpec = field(default_factory=DataMixtureSpec)
+    optim: OptimSpec = field(default_factory=OptimSpec)
+    eval: str | None = None  # default evaluation group/task when the CLI names none
+    description: str | None = None
+    source: str = ""
+
+    def validate(self, source: str, prefix: str) -> None:
+        if not self.data.mixture:
+            raise ConfigError(f"{source}: field 'data.mixture' is empty; list the training tasks, "
+                              f"e.g. 'mixture: [{{task: esc-50}}]'.")
+
+
+# --------------------------------------------------------------------------------------------
+# Overrides and lookup
+# --------------------------------------------------------------------------------------------
+
+def apply_overrides(data: dict, overrides: list[str], source: str) -> dict:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a raw config mapping."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optim.lr=5e-5")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: '{part}' is not a section of {source}.")
+        node[parts[-1]] = value
+    return data
+
+
+def search_roots() -> list[Path]:
+    """Directories holding tasks/ and recipes/: $XARES_FUSION_CONFIG_PATH entries, then the checkout."""
+    roots = [Path(p) for p in os.environ.get("XARES_FUSION_CONFIG_PATH", "").split(os.pathsep) if p]
+    roots.append(Path(__file__).resolve().parent.parent)
+    return roots
+
+
+def _index(kind: str) -> dict[str, Path]:
+    """Name -> file for every YAML under ``<root>/<kind>/`` (first root wins)."""
+    found: dict[str, Path] = {}
+    for root in search_roots():
+        base = root / kind
+        if not base.is_dir():
+            continue
+        for path in sorted(base.rglob("*.yaml")):
+            found.setdefault(path.stem, path)
+            found.setdefault(str(path.relative_to(base).with_suffix("")), path)
+    return found
+
+
+def known_names(kind: str) -> list[str]:
+    """Short names of the shipped tasks (``kind='tasks'``) or recipes (``kind='recipes'``)."""
+    return sorted({p.stem for p in _index(kind).values()})
+
+
+def resolve_config_path(ref: str, kind: str) -> Path:
+    """A YAML path, or the name of a shipped task/group/recipe; unknown names suggest close ones."""
+    path = Path(ref).expanduser()
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"{ref}: file not found.")
+        return path
+    index = _index(kind)
+    if ref in index:
+        return index[ref]
+    close = difflib.get_close_matches(ref, list(index), n=3)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ConfigError(f"unknown {kind[:-1]} {ref!r}.{hint} Known: {known_names(kind)}; "
+                      f"or pass a path to a .yaml file.")
+
+
+def load_task(ref: str | Path) -> TaskConfig:
+    path = resolve_config_path(str(ref), "tasks")
+    data = load_yaml(path)
+    if "tasks" in data:
+        raise ConfigError(f"{path}: this is a task group, not a single task.")
+    task = from_dict(TaskConfig, data, str(path))
+    task.source = str(path)
+    return task
+
+
+def load_eval_tasks(ref: str) -> tuple[str, list[TaskConfig]]:
+    """Tasks to evaluate from a group or a single task (name or path); returns (group name, tasks)."""
+    path = resolve_config_path(ref, "tasks")
+    data = load_yaml(path)
+    if "tasks" not in data:
+        return Path(path).stem, [load_task(path)]
+    group = from_dict(TaskGroup, data, str(path))
+    tasks = []
+    for i, task_ref in enumerate(group.tasks):
+        try:
+            tasks.append(load_task(task_ref))
+        except ConfigError as err:
+            raise ConfigError(f"{path}: field 'tasks[{i}]' ({task_ref!r}): {err}") from err
+    names = [t.name for t in tasks]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{path}: field 'tasks' lists {dupes} more than once.")
+    return group.name, tasks
+
+
+def load_recipe(ref: str, overrides: list[str] | None = None) -> RecipeConfig:
+    """Load a recipe by name or path and apply ``--set`` overrides before validation."""
+    path = resolve_config_path(ref, "recipes")
+    data = apply_overrides(load_yaml(path), overrides or [], str(path))
+    source = str(path) + (" (with --set overrides)" if overrides else "")
+    recipe = from_dict(RecipeConfig, data, source)
+    recipe.source = str(path)
+    return recipe

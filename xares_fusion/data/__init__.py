@@ -1,0 +1,1 @@
+"""Data: shard resolution, audio decoding, samples, the training mixture and batching."""

@@ -1,0 +1,135 @@
+"""The encoder contract (XARES-LLM compatible) and the checker that enforces it.
+
+An encoder is a ``torch.nn.Module`` with an ``output_dim`` attribute and
+
+    forward(audio: [B, S] float, 16 kHz mono, audio_attention_mask: [B, S] | None)
+        -> (features: [B, T, D], feature_attention_mask: [B, T] | None)
+
+masks being 1 = keep, 0 = padding, and ``D == output_dim``. Optional extras, found by attribute:
+``frame_rate`` (frames/s), ``hidden_states`` (all layer outputs of the last call), ``trainable``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from typing import Any
+
+import torch
+
+from ..registry import RegistryError, encoder_display_name, resolve_encoder_factory
+
+SAMPLE_RATE = 16000
+
+
+class EncoderContractError(ValueError):
+    """The encoder breaks the contract; the message says what is wrong and how to fix it."""
+
+
+def build_encoder(ref: str, args: dict[str, Any] | None = None) -> torch.nn.Module:
+    """Instantiate an encoder from a reference (name, file, dotted path) and constructor kwargs."""
+    factory = resolve_encoder_factory(ref)
+    args = dict(args or {})
+    try:
+        return factory(**args)
+    except TypeError as err:
+        raise EncoderContractError(
+            f"encoder {ref!r}: constructing it with arguments {json.dumps(args)} failed: {err}. "
+            f"Fix --encoder-args / model.encoder_args to match its __init__.") from err
+
+
+def _check_static(encoder: Any, name: str) -> None:
+    if not isinstance(encoder, torch.nn.Module):
+        raise EncoderContractError(
+            f"{name}: is a {type(encoder).__name__}, not a torch.nn.Module. "
+            f"Fix: subclass torch.nn.Module and call super().__init__() in __init__.")
+    dim = getattr(encoder, "output_dim", None)
+    if dim is None:
+        raise EncoderContractError(
+            f"{name}: has no attribute 'output_dim'. Fix: set self.output_dim = <feature size D> in __init__.")
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        raise EncoderContractError(f"{name}: output_dim must be a positive int, got {dim!r}.")
+    try:
+        inspect.signature(encoder.forward).bind(torch.zeros(1, 1), torch.ones(1, 1))
+    except TypeError as err:
+        raise EncoderContractError(
+            f"{name}: forward{inspect.signature(encoder.forward)} does not take (audio, audio_attention_mask). "
+            f"Fix: define 'def forward(self, audio, audio_attention_mask=None)'.") from err
+
+
+def check_output(name: str, encoder: torch.nn.Module, output: Any, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate one forward output; returns (features, mask) with a mask filled in when None."""
+    if not (isinstance(output, (tuple, list)) and len(output) == 2):
+        raise EncoderContractError(
+            f"{name}: forward returned {type(output).__name__}, expected a pair (features, mask). "
+            f"Fix: 'return features, mask' (mask may be None).")
+    features, mask = output
+    if not isinstance(features, torch.Tensor):
+        raise EncoderContractError(f"{name}: features are a {type(features).__name__}, not a torch.Tensor.")
+    if features.dim() != 3:
+        raise EncoderContractError(
+            f"{name}: features have shape {tuple(features.shape)} (rank {features.dim()}); expected rank 3 "
+            f"[batch, frames, dim]. Fix: return last_hidden_state-like [B, T, D] (unsqueeze a frame axis "
+            f"for clip-level embeddings).")
+    b, t, d = features.shape
+    if b != batch:
+        raise EncoderContractError(
+            f"{name}: got a batch of {batch} clips but returned features for {b}. Fix: keep the batch "
+            f"axis first and process every clip.")
+    if d != encoder.output_dim:
+        raise EncoderContractError(
+            f"{name}: features have D={d} but output_dim={encoder.output_dim}. Fix: set output_dim to {d} "
+            f"or project the features to output_dim.")
+    if t < 1:
+        raise EncoderContractError(f"{name}: returned zero frames for a batch of 1-2 s clips.")
+    if mask is None:
+        mask = torch.ones(b, t, dtype=torch.long, device=features.device)
+    elif not isinstance(mask, torch.Tensor):
+        raise EncoderContractError(f"{name}: mask is a {type(mask).__name__}; return a tensor [B, T] or None.")
+    elif tuple(mask.shape) != (b, t):
+        raise EncoderContractError(
+            f"{name}: mask has shape {tuple(mask.shape)} but features have {t} frames; expected [{b}, {t}]. "
+            f"Fix: return a frame-level mask (1 = valid frame), e.g. from each clip's length in frames, "
+            f"not the sample-level input mask.")
+    if not torch.isfinite(features).all():
+        bad = (~torch.isfinite(features)).sum().item()
+        raise EncoderContractError(
+            f"{name}: features contain {bad} NaN/Inf values. Fix: check for log(0), division by zero, or "
+            f"half precision overflow (keep feature front-ends in fp32).")
+    return features, mask
+
+
+def check_encoder(ref: str, args: dict[str, Any] | None = None, seconds: tuple[float, float] = (1.0, 2.0),
+                  encoder: torch.nn.Module | None = None) -> dict[str, Any]:
+    """Build (unless given) and run an encoder once on a padded batch; raise on any contract breach.
+
+    Returns a summary: output_dim, frames per clip, frame rate (declared and measured).
+    """
+    name = f"encoder {encoder_display_name(ref)!r}"
+    if encoder is None:
+        try:
+            encoder = build_encoder(ref, args)
+        except RegistryError as err:
+            raise EncoderContractError(str(err)) from err
+    _check_static(encoder, name)
+    lengths = [int(s * SAMPLE_RATE) for s in seconds]
+    generator = torch.Generator().manual_seed(0)
+    audio = torch.zeros(len(lengths), max(lengths))
+    mask = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    for i, n in enumerate(lengths):
+        audio[i, :n] = 0.1 * torch.randn(n, generator=generator)
+        mask[i, :n] = 1
+    encoder.eval()
+    with torch.no_grad():
+        try:
+            output = encoder(audio, mask)
+        except Exception as err:
+            raise EncoderContractError(
+                f"{name}: forward failed on a batch of {len(lengths)} clips {list(seconds)} s "
+                f"(audio [B, S] float32 at 16 kHz, mask [B, S]): {type(err).__name__}: {err}") from err
+    features, feature_mask = check_output(name, encoder, output, len(lengths))
+    valid = feature_mask.long().sum(-1).tolist()
+    declared = getattr(encoder, "frame_rate", None)
+    return {"encoder": ref, "output_dim": encoder.output_dim, "frames": valid,
+            "frame_rate_declared": declared,
+            "frame_rate_measured": valid[-1] / seconds[-1]}

@@ -1,0 +1,69 @@
+"""LLM and tokenizer loading (hub id, local directory, GGUF file, registered name), LoRA, freezing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, TaskType, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from . import toy_llm  # noqa: F401  (registers the built-in 'toy-llama')
+from .config import LLMSpec, LoraSpec
+from .registry import LLMS
+
+
+class LLMLoadError(OSError):
+    """The LLM or its tokenizer could not be loaded; the message names the spec and the options."""
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_llm_location(spec: LLMSpec) -> tuple[str, str | None]:
+    """(directory or hub id, gguf file name or None) for an LLM spec.
+
+    A registered name is resolved by its factory (e.g. one that builds a local model on first
+    use); a path to a ``.gguf`` file is split into its directory and file name.
+    """
+    if spec.name_or_path in LLMS:
+        return LLMS.get(spec.name_or_path)(spec)
+    path = Path(spec.name_or_path).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"LLM GGUF file {path} not found (model.llm.name_or_path).")
+        return str(path.parent), path.name
+    return spec.name_or_path, spec.gguf_file
+
+
+def load_llm(spec: LLMSpec) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load the causal LM and its tokenizer, all weights frozen; pad token falls back to EOS."""
+    if spec.dtype not in DTYPES:
+        raise ValueError(f"model.llm.dtype must be one of {sorted(DTYPES)}, got {spec.dtype!r}.")
+    location, gguf_file = resolve_llm_location(spec)
+    kwargs = {"revision": spec.revision} if spec.revision else {}
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=DTYPES[spec.dtype], **kwargs)
+    except OSError as err:
+        raise LLMLoadError(
+            f"model.llm.name_or_path={spec.name_or_path!r}: could not load it ({str(err).splitlines()[0]}). "
+            f"Offline, use a local model directory, a .gguf file, or a registered LLM {LLMS.names()}.") from err
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"LLM {spec.name_or_path!r}: its tokenizer has no EOS token; answers could never end.")
+    model.requires_grad_(False)
+    return model, tokenizer
+
+
+def apply_lora(model: PreTrainedModel, spec: LoraSpec) -> torch.nn.Module:
+    """Wrap the frozen LLM with LoRA adapters (only the adapters train)."""
+    config = LoraConfig(task_type=TaskType.CAUSAL_LM, r=spec.r, lora_alpha=spec.alpha,
+                        lora_dropout=spec.dropout, target_modules=spec.target_modules, bias="none")
+    peft_model = get_peft_model(model, config)
+    for name, param in peft_model.named_parameters():
+        param.requires_grad_("lora_" in name)
+    return peft_model

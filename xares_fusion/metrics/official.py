@@ -1,0 +1,86 @@
+"""The official XARES-LLM metrics, reproduced on plain strings.
+
+Each function takes decoded predictions and references (one row per reference text) and returns
+one float for the whole evaluation set, computed exactly as the official pipeline does.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import jiwer
+import numpy as np
+from sklearn.metrics import accuracy_score, average_precision_score
+
+from ..registry import register_metric
+from .normalize import normalize_text
+
+
+def _normalized(predictions: list[str], references: list[str]) -> tuple[list[str], list[str]]:
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} references; "
+                         "there must be one prediction per reference row.")
+    if not references:
+        raise ValueError("no rows to score (empty predictions and references).")
+    return [normalize_text(p) for p in predictions], [normalize_text(r) for r in references]
+
+
+@register_metric("Accuracy")
+def accuracy(predictions: list[str], references: list[str]) -> float:
+    """Exact match of normalised strings."""
+    preds, refs = _normalized(predictions, references)
+    return float(accuracy_score(refs, preds))
+
+
+def _check_nonempty_references(refs: list[str], metric: str) -> None:
+    empty = [i for i, r in enumerate(refs) if not r]
+    if empty:
+        raise ValueError(f"{metric}: references {empty[:5]} are empty after normalisation; "
+                         "an error rate has no denominator for them. Drop those rows or fix the labels.")
+
+
+@register_metric("iWER")
+def inverse_wer(predictions: list[str], references: list[str]) -> float:
+    """max(0, 1 - WER), WER at corpus level (total edits / total reference words)."""
+    preds, refs = _normalized(predictions, references)
+    _check_nonempty_references(refs, "iWER")
+    return max(0.0, 1.0 - float(jiwer.wer(refs, preds)))
+
+
+@register_metric("iCER")
+def inverse_cer(predictions: list[str], references: list[str]) -> float:
+    """max(0, 1 - CER), CER at corpus level (total character edits / total reference characters)."""
+    preds, refs = _normalized(predictions, references)
+    _check_nonempty_references(refs, "iCER")
+    return max(0.0, 1.0 - float(jiwer.cer(refs, preds)))
+
+
+@register_metric("mAP")
+def mean_average_precision(predictions: list[str], references: list[str], num_classes: int,
+                           separator: str = ";") -> float:
+    """Binary macro average precision over ``num_classes`` columns, as officially computed.
+
+    Labels are normalised first and then split on ``separator``; the column set is the distinct
+    reference labels, so a predicted label never seen in the references is dropped, and columns
+    beyond the labels present have no positives and score AP 0. Note the official order: the
+    default separator ';' is ASCII punctuation, which normalisation removes, so a ';'-joined
+    label string is scored as one combined label (official data stores several labels as a JSON
+    list instead, which becomes one evaluation row per label).
+    """
+    preds, refs = _normalized(predictions, references)
+    labels = sorted(set(itertools.chain.from_iterable(r.split(separator) for r in refs)))
+    if len(labels) > num_classes:
+        raise ValueError(f"mAP: the references hold {len(labels)} distinct labels but num_classes is "
+                         f"{num_classes}; the official code would fail with an index error. "
+                         f"Raise num_classes in the task's metric_args to at least {len(labels)}.")
+    index = {label: i for i, label in enumerate(labels)}
+    target = np.zeros((len(refs), num_classes), dtype=np.float32)
+    predicted = np.zeros((len(preds), num_classes), dtype=np.float32)
+    for matrix, rows in ((target, refs), (predicted, preds)):
+        for i, row in enumerate(rows):
+            matrix[i, [index[x] for x in row.split(separator) if x in index]] = 1.0
+    with warnings.catch_warnings():
+        # sklearn warns for the columns without positives; officially they score 0, as here.
+        warnings.filterwarnings("ignore", message="No positive class found in y_true")
+        return float(average_precision_score(target, predicted))

@@ -1,0 +1,134 @@
+"""The audio LLM: frozen encoder -> projector -> frozen LLM with LoRA; loss and generation.
+
+Each row is built contiguously, ``[valid audio frames][prompt tokens][target tokens + EOS]``, so
+padding never sits between audio and text (the official pipeline pads in the middle, which shifts
+positions with the batch's longest clip). Rows are right-padded for training and left-padded for
+generation, with position ids that count only real tokens; a clip therefore gets the same answer
+alone or inside a batch of longer clips.
+
+This module knows no files and no CLI: it receives built modules and batches of tensors/strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+
+@dataclass
+class LALMOutput:
+    """Loss of one batch: the LLM's next-token loss plus named auxiliary losses (unweighted)."""
+
+    lm_loss: torch.Tensor
+    aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    num_target_tokens: int = 0
+
+
+class AudioLLM(torch.nn.Module):
+    """Audio front-end + projector + decoder-only LLM (already LoRA-wrapped and frozen)."""
+
+    def __init__(self, encoder: torch.nn.Module, projector: torch.nn.Module, llm: torch.nn.Module,
+                 tokenizer: PreTrainedTokenizerBase) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.projector = projector
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.encoder.requires_grad_(bool(getattr(encoder, "trainable", False)))
+
+    # -- audio path -------------------------------------------------------------------------
+    def encode(self, audio: torch.Tensor, audio_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the frozen encoder in eval mode without gradients (a separate step, so that a
+        feature cache can replace it). Returns features [B, T, D] and a long mask [B, T]."""
+        self.encoder.eval()
+        with torch.no_grad():
+            features, mask = self.encoder(audio, audio_mask)
+        if mask is None:
+            mask = torch.ones(features.shape[:2], dtype=torch.long, device=features.device)
+        return features.detach(), mask.long()
+
+    def embed_audio(self, features: torch.Tensor, mask: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Trainable part of the audio path: projector (and its auxiliary losses)."""
+        param = next(self.projector.parameters(), None)
+        if param is not None:
+            features = features.to(param.dtype)
+        embeds, mask = self.projector(features, mask)
+        aux = dict(getattr(self.projector, "aux_losses", None) or {})
+        return embeds, mask.long(), aux
+
+    # -- text path --------------------------------------------------------------------------
+    def tokenize(self, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
+        return self.tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
+
+    def _token_embeddings(self, ids: list[int], device: torch.device) -> torch.Tensor:
+        table = self.llm.get_input_embeddings()
+        return table(torch.tensor(ids, dtype=torch.long, device=device))
+
+    def _rows(self, audio_embeds: torch.Tensor, audio_mask: torch.Tensor, prompts: list[str],
+              targets: list[str] | None) -> tuple[list[torch.Tensor], list[list[int]]]:
+        """Per-row embeddings [valid audio][prompt][target+EOS] and their label ids."""
+        prompt_ids = self.tokenize(prompts, add_special_tokens=True)
+        target_ids = (self.tokenize(targets, add_special_tokens=False) if targets is not None
+                      else [[] for _ in prompts])
+        eos = [self.tokenizer.eos_token_id] if targets is not None else []
+        rows, labels = [], []
+        for i in range(audio_embeds.shape[0]):
+            audio_part = audio_embeds[i][audio_mask[i].bool()]
+            text_ids = prompt_ids[i] + target_ids[i] + eos
+            text_part = self._token_embeddings(text_ids, audio_embeds.device).to(audio_part.dtype)
+            rows.append(torch.cat([audio_part, text_part], dim=0))
+            labels.append([-100] * (audio_part.shape[0] + len(prompt_ids[i])) + target_ids[i] + eos)
+        return rows, labels
+
+    @staticmethod
+    def _pad(rows: list[torch.Tensor], left: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Stack rows with padding on one side; returns embeds, attention mask, position ids."""
+        length = max(r.shape[0] for r in rows)
+        embeds = rows[0].new_zeros(len(rows), length, rows[0].shape[-1])
+        mask = torch.zeros(len(rows), length, dtype=torch.long, device=rows[0].device)
+        for i, row in enumerate(rows):
+            span = slice(length - row.shape[0], length) if left else slice(0, row.shape[0])
+            embeds[i, span] = row
+            mask[i, span] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        return embeds, mask, positions
+
+    # -- training and generation ------------------------------------------------------------
+    def forward(self, audio: torch.Tensor, audio_mask: torch.Tensor, prompts: list[str], targets: list[str],
+                features: torch.Tensor | None = None, feature_mask: torch.Tensor | None = None) -> LALMOutput:
+        """Next-token loss on target tokens (+EOS) only. ``features`` skip the encoder (cache)."""
+        if features is None:
+            features, feature_mask = self.encode(audio, audio_mask)
+        audio_embeds, embed_mask, aux = self.embed_audio(features, feature_mask)
+        rows, labels = self._rows(audio_embeds, embed_mask, prompts, targets)
+        embeds, attention, positions = self._pad(rows, left=False)
+        label_tensor = torch.full(attention.shape, -100, dtype=torch.long, device=embeds.device)
+        for i, row_labels in enumerate(labels):
+            label_tensor[i, :len(row_labels)] = torch.tensor(row_labels, device=embeds.device)
+        out = self.llm(inputs_embeds=embeds, attention_mask=attention, position_ids=positions, labels=label_tensor)
+        return LALMOutput(lm_loss=out.loss, aux_losses=aux,
+                          num_target_tokens=int((label_tensor[:, 1:] != -100).sum()))
+
+    @torch.no_grad()
+    def generate(self, audio: torch.Tensor, audio_mask: torch.Tensor, prompts: list[str],
+                 features: torch.Tensor | None = None, feature_mask: torch.Tensor | None = None,
+                 **generation_kwargs) -> list[str]:
+        """Greedy answers for a batch of clips, decoded and stripped."""
+        if features is None:
+            features, feature_mask = self.encode(audio, audio_mask)
+        audio_embeds, embed_mask, _ = self.embed_audio(features, feature_mask)
+        rows, _ = self._rows(audio_embeds, embed_mask, prompts, None)
+        embeds, attention, _ = self._pad(rows, left=True)
+        kwargs = {"do_sample": False, "num_beams": 1, "pad_token_id": self.tokenizer.pad_token_id,
+                  "eos_token_id": self.tokenizer.eos_token_id, **generation_kwargs}
+        # With inputs_embeds only, generate() returns just the new tokens; it derives position
+        # ids from the left-padded attention mask, matching the training positions.
+        tokens = self.llm.generate(inputs_embeds=embeds, attention_mask=attention, **kwargs)
+        return [t.strip() for t in self.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Only the parameters that train (projector, LoRA, trainable front-end parts)."""
+        return {name: p.detach().cpu() for name, p in self.named_parameters() if p.requires_grad}

@@ -1,0 +1,283 @@
+"""The runner: recipe + tasks + encoder -> trained audio LLM -> predictions -> scores -> records.
+
+Everything that can be wrong with the request (configs, encoder, missing shards, a run directory
+holding another configuration) is found before any training starts. Training resumes from the
+last checkpoint; a finished run is reused; a task's score is cached under a hash of everything
+that changes it. Results already computed are written before a failure is raised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from . import __version__
+from .config import ConfigError, RecipeConfig, TaskConfig, load_eval_tasks, load_recipe, load_task, stable_hash, to_dict
+from .data.mixture import MixtureStream, TrainSource, mixture_probabilities
+from .data.shards import require_shards, shard_base
+from .data.synthetic import make_synthetic
+from .encoders import build_encoder, check_encoder
+from .evaluate import generate_predictions, score_rows
+from .llm import apply_lora, load_llm
+from .model import AudioLLM
+from .projectors import build_projector
+from .registry import encoder_display_name
+from .results import (RECORD_FILE, RECORD_VERSION, SCORES_FILE, TaskResult, format_table, provenance,
+                      record_tasks, weighted_overall, write_record, write_scores)
+from .train import is_complete, load_final, train
+
+log = logging.getLogger("xares_fusion")
+
+PRECISION_TO_ACCELERATE = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+GENERATORS = {"synthetic": make_synthetic}
+
+
+class RunFailed(RuntimeError):
+    """Some tasks could not be scored; everything else was written (the message says where)."""
+
+
+@dataclass
+class RunRequest:
+    """What `xares-fusion run ENCODER [TRAIN] [EVAL]` asks for."""
+
+    encoder: str | None
+    train: str = "all"
+    eval: str | None = None
+    encoder_args: dict[str, Any] = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)
+    output_dir: Path | None = None
+    max_steps: int | None = None
+    limit: int | None = None
+    progress: bool = True
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    results: list[TaskResult]
+    overall: float | None
+    record: dict[str, Any]
+    trained: bool
+
+
+@dataclass
+class Plan:
+    """A validated request: the recipe, the tasks, the data and the run directory."""
+
+    recipe: RecipeConfig
+    encoder: str
+    encoder_args: dict[str, Any]
+    eval_group: str
+    eval_tasks: list[TaskConfig]
+    sources: list[TrainSource]
+    run_dir: Path
+    run_hash: str
+    identity: dict[str, Any]
+
+
+def _ensure_generated(task: TaskConfig, split: str) -> None:
+    spec = task.split(split)
+    if spec.generator:
+        if spec.generator not in GENERATORS:
+            raise ConfigError(f"{task.source}: field '{split}.generator': unknown generator "
+                              f"{spec.generator!r}; known: {sorted(GENERATORS)}")
+        GENERATORS[spec.generator](shard_base(spec))
+
+
+def _train_identity(task: TaskConfig) -> dict[str, Any]:
+    return {"name": task.name, "prompt": task.prompt_for("train"), "key": task.key_for("train"),
+            "data": to_dict(task.split("train"))}
+
+
+def plan_run(request: RunRequest) -> Plan:
+    """Load and check everything the run needs; raises before any model is built."""
+    overrides = list(request.overrides)
+    if request.max_steps is not None:
+        overrides.append(f"optim.max_steps={request.max_steps}")
+    recipe = load_recipe(request.train, overrides)
+    encoder = request.encoder or recipe.model.encoder
+    if not encoder:
+        raise ConfigError(f"{recipe.source}: no encoder given. Name one on the command line "
+                          f"(xares-fusion run ENCODER ...) or set model.encoder in the recipe.")
+    encoder_args = {**recipe.model.encoder_args, **request.encoder_args}
+    recipe.model = dataclasses.replace(recipe.model, encoder=encoder, encoder_args=encoder_args)
+    eval_group, eval_tasks = load_eval_tasks(request.eval or recipe.eval or request.train)
+
+    train_tasks = []
+    for i, entry in enumerate(recipe.data.mixture):
+        try:
+            train_tasks.append(load_task(entry.task))
+        except ConfigError as err:
+            raise ConfigError(f"{recipe.source}: field 'data.mixture[{i}].task': {err}") from err
+    for task, split in [(t, "train") for t in train_tasks] + [(t, "eval") for t in eval_tasks]:
+        _ensure_generated(task, split)
+    shard_lists = [require_shards(t.split("train"), t.name, "train") for t in train_tasks]
+    for task in eval_tasks:
+        require_shards(task.split("eval"), task.name, "eval")
+    probs = mixture_probabilities([e.prob for e in recipe.data.mixture], [len(s) for s in shard_lists])
+    sources = [TrainSource(t.name, t.prompt_for("train"), t.key_for("train"), shards, p)
+               for t, shards, p in zip(train_tasks, shard_lists, probs)]
+
+    recipe_identity = {k: v for k, v in to_dict(recipe).items() if k not in ("name", "source", "description", "eval")}
+    identity = {"harness": __version__, "recipe": recipe_identity,
+                "train_tasks": [_train_identity(t) for t in train_tasks]}
+    run_hash = stable_hash(identity)
+    run_dir = request.output_dir or Path("experiments") / recipe.name / encoder_display_name(encoder)
+    _claim_run_dir(run_dir, run_hash, identity)
+    return Plan(recipe, encoder, encoder_args, eval_group, eval_tasks, sources, run_dir, run_hash, identity)
+
+
+def _claim_run_dir(run_dir: Path, run_hash: str, identity: dict[str, Any]) -> None:
+    """Refuse a run directory that holds a different configuration (never mix two runs)."""
+    marker = run_dir / "run.json"
+    if marker.is_file():
+        previous = json.loads(marker.read_text())
+        if previous.get("run_hash") != run_hash:
+            old, new = previous.get("identity", {}).get("recipe", {}), identity["recipe"]
+            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise ConfigError(
+                f"{run_dir} holds a run of another configuration (differs in: {changed or 'training data'}). "
+                f"Fix: pass a new --output-dir, or delete {run_dir} to start over.")
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"run_hash": run_hash, "identity": identity}, indent=2, default=str))
+
+
+def build_model(recipe: RecipeConfig) -> AudioLLM:
+    """Encoder (checked against the contract) + projector + LLM with LoRA, seeded."""
+    set_seed(recipe.optim.seed)
+    encoder = build_encoder(recipe.model.encoder, recipe.model.encoder_args)
+    summary = check_encoder(recipe.model.encoder, encoder=encoder)
+    log.info("encoder check passed: %s", summary)
+    llm, tokenizer = load_llm(recipe.model.llm)
+    llm = apply_lora(llm, recipe.model.lora)
+    projector = build_projector(recipe.model.projector.name, encoder.output_dim, llm.config.hidden_size,
+                                recipe.model.projector.args)
+    return AudioLLM(encoder, projector, llm, tokenizer)
+
+
+def _attach_log_file(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "log.txt")
+    handler.setFormatter(logging.Formatter("[%(asctime)s %(levelname)s] %(message)s"))
+    log.addHandler(handler)
+    return handler
+
+
+def run(request: RunRequest) -> RunResult:
+    """Train (or reuse) and evaluate; writes predictions, scores.tsv and the result record."""
+    plan = plan_run(request)
+    recipe = plan.recipe
+    accelerator = Accelerator(mixed_precision=PRECISION_TO_ACCELERATE[recipe.optim.precision])
+    handler = _attach_log_file(plan.run_dir) if accelerator.is_main_process else None
+    try:
+        return _run_planned(plan, request, accelerator)
+    finally:
+        if handler is not None:
+            log.removeHandler(handler)
+            handler.close()
+
+
+def _run_planned(plan: Plan, request: RunRequest, accelerator: Accelerator) -> RunResult:
+    recipe, run_dir = plan.recipe, plan.run_dir
+    log.info("run %s: encoder %s, recipe %s, eval %s -> %s", plan.run_hash, plan.encoder, recipe.name,
+             plan.eval_group, run_dir)
+    model = build_model(recipe).to(accelerator.device)
+    trained = not is_complete(run_dir)
+    if trained:
+        stream = MixtureStream(plan.sources, recipe.optim.batch_size, recipe.data.crop_seconds,
+                               recipe.data.sample_rate, recipe.optim.seed, rank=accelerator.process_index,
+                               start_step=_resume_step(run_dir), shuffle_buffer=recipe.data.shuffle_buffer)
+        loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=recipe.data.num_workers)
+        summary = train(model, loader, recipe.optim, run_dir, accelerator, recipe.model.aux_loss_weights,
+                        recipe.data.max_skip_fraction, completion_info={"run_hash": plan.run_hash},
+                        progress=request.progress)
+        train_info = {**dataclasses.asdict(summary), "trained_this_invocation": True}
+    else:
+        marker = load_final(model, run_dir)
+        log.info("run already complete (%s steps); reusing its final weights", marker.get("steps"))
+        train_info = {"steps": marker.get("steps"), "loss_history": marker.get("loss_history", []),
+                      "skips": marker.get("skips", {}), "trained_this_invocation": False}
+
+    results = [_evaluate_task(model, task, plan, request, accelerator) for task in plan.eval_tasks]
+    overall = weighted_overall(results)
+    record = {
+        "record_version": RECORD_VERSION,
+        "run_hash": plan.run_hash,
+        "system": {"encoder": plan.encoder, "encoder_args": plan.encoder_args, "recipe": recipe.name,
+                   "llm": recipe.model.llm.name_or_path, "precision": recipe.optim.precision},
+        "eval_group": plan.eval_group,
+        "limit": request.limit,
+        "tasks": record_tasks(results),
+        "overall": overall,
+        "overall_unofficial": any(r.unofficial for r in results),
+        "recipe": to_dict(recipe),
+        "task_configs": {t.name: {"source": t.source, "hash": stable_hash(t.identity())} for t in plan.eval_tasks},
+        "train": train_info,
+        "provenance": provenance(str(accelerator.device)),
+    }
+    if accelerator.is_main_process:
+        write_scores(results, run_dir / SCORES_FILE)
+        write_record(run_dir / RECORD_FILE, record)
+    failed = [r for r in results if r.error]
+    if failed:
+        raise RunFailed("; ".join(f"{r.task}: {r.error}" for r in failed) +
+                        f". The other tasks' scores and all predictions are in {run_dir}.")
+    return RunResult(run_dir, results, overall, record, trained)
+
+
+def _resume_step(run_dir: Path) -> int:
+    checkpoints = sorted((run_dir / "checkpoints").glob("step-*.pt"))
+    return int(checkpoints[-1].stem.split("-")[1]) if checkpoints else 0
+
+
+def _evaluate_task(model: AudioLLM, task: TaskConfig, plan: Plan, request: RunRequest,
+                   accelerator: Accelerator) -> TaskResult:
+    """Score one task, reusing a cached score only when everything that changes it is the same."""
+    cache_key = stable_hash({"run": plan.run_hash, "task": task.identity(), "limit": request.limit})
+    cache_file = plan.run_dir / "scores" / f"{task.name}.json"
+    predictions_file = plan.run_dir / f"predictions_{task.name}.csv"
+    if cache_file.is_file() and predictions_file.is_file():
+        cached = json.loads(cache_file.read_text())
+        if cached.get("cache_key") == cache_key:
+            log.info("%s: cached score %s", task.name, cached["score"])
+            return TaskResult(**cached)
+    started = time.time()
+    outcome = generate_predictions(model, task, accelerator, request.limit, plan.recipe.data.sample_rate,
+                                   progress=request.progress)
+    result = TaskResult(task=task.name, metric=task.metric, score=None, weight=task.weight,
+                        rows=len(outcome.rows), skips=outcome.skips.as_dict(), cache_key=cache_key)
+    if accelerator.is_main_process:
+        outcome.rows.to_csv(predictions_file, index=False)
+    lost = outcome.skips.skipped / max(1, outcome.skips.seen)
+    if lost > plan.recipe.data.max_skip_fraction:
+        result.error = (f"{outcome.skips.skipped} of {outcome.skips.seen} eval samples skipped "
+                        f"({dict(outcome.skips.reasons)}), above data.max_skip_fraction="
+                        f"{plan.recipe.data.max_skip_fraction}")
+    elif outcome.rows.empty:
+        result.error = "no evaluation rows"
+    else:
+        try:
+            result.score = score_rows(task, outcome.rows)
+        except ValueError as err:
+            result.error = f"scoring with {task.metric} failed: {err}"
+    log.info("%s: %s = %s (%d rows, %.1fs)", task.name, task.metric, result.score, result.rows,
+             time.time() - started)
+    if accelerator.is_main_process and result.error is None:
+        cache_file.parent.mkdir(exist_ok=True)
+        cache_file.write_text(json.dumps(dataclasses.asdict(result), indent=2))
+    return result
+
+
+def summary_text(result: RunResult) -> str:
+    """The per-task table with the Overall row and where the files are."""
+    return (f"{format_table(result.results)}\n\nResults in {result.output_dir}: {SCORES_FILE}, {RECORD_FILE}, "
+            f"predictions_<task>.csv")

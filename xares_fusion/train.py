@@ -1,0 +1,206 @@
+"""Training with Hugging Face Accelerate: `accelerate launch` runs the same loop on several GPUs.
+
+Only the trainable parameters (projector, LoRA, trainable front-end parts) are checkpointed, with
+the optimiser, scheduler and step: a frozen 135M-parameter LLM is not rewritten every few hundred
+steps, which is why this is not `Accelerator.save_state`. A finished run is marked complete by an
+explicit marker written after its final weights, never inferred from a checkpoint existing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+from transformers import get_scheduler
+
+from .config import OptimSpec
+from .data.samples import SkipCounter
+from .model import AudioLLM
+
+log = logging.getLogger("xares_fusion")
+
+COMPLETE_MARKER = "COMPLETE.json"
+FINAL_WEIGHTS = "final/trainable.safetensors"
+
+
+class TooManySkippedError(RuntimeError):
+    """A dataset lost more samples than the recipe allows (data.max_skip_fraction)."""
+
+
+@dataclass
+class TrainSummary:
+    """What a training run did: steps, the loss per logging window, skipped samples per task."""
+
+    steps: int
+    resumed_from: int | None
+    loss_history: list[dict] = field(default_factory=list)
+    skips: dict[str, dict] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only (biases and norm gains excluded, as in the HF Trainer)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _checkpoints(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "checkpoints").glob("step-*.pt"))
+
+
+def is_complete(run_dir: Path) -> bool:
+    return (run_dir / COMPLETE_MARKER).is_file() and (run_dir / FINAL_WEIGHTS).is_file()
+
+
+def load_trainable(model: AudioLLM, state: dict[str, torch.Tensor]) -> None:
+    """Load trainable parameters by name; every saved name must exist and match in shape."""
+    params = dict(model.named_parameters())
+    unknown = sorted(set(state) - set(params))
+    if unknown:
+        raise ValueError(f"saved weights do not fit this model (unknown parameters {unknown[:5]}); "
+                         f"the run directory belongs to another model configuration.")
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value.to(params[name].device, params[name].dtype))
+
+
+def _atomic_torch_save(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class _SkipTracker:
+    def __init__(self, max_fraction: float, min_seen: int = 50) -> None:
+        self.counters: dict[str, SkipCounter] = defaultdict(SkipCounter)
+        self.max_fraction, self.min_seen = max_fraction, min_seen
+
+    def add(self, skips: dict) -> None:
+        for task, (seen, reasons) in skips.items():
+            counter = self.counters[task]
+            counter.seen += seen
+            counter.reasons.update(reasons)
+
+    def check(self) -> None:
+        for task, c in self.counters.items():
+            if c.seen >= self.min_seen and c.skipped / c.seen > self.max_fraction:
+                raise TooManySkippedError(
+                    f"training set '{task}': {c.skipped} of {c.seen} samples skipped "
+                    f"({dict(c.reasons)}), above data.max_skip_fraction={self.max_fraction}. "
+                    f"Fix the shards or raise the limit with --set data.max_skip_fraction=...")
+
+
+def train(model: AudioLLM, batches: Iterable[dict], optim: OptimSpec, run_dir: Path, accelerator: Accelerator,
+          aux_loss_weights: dict[str, float] | None = None, max_skip_fraction: float = 0.05,
+          completion_info: dict | None = None, progress: bool = True) -> TrainSummary:
+    """Train ``model`` for ``optim.max_steps`` steps on ``batches``, resuming from the last
+    checkpoint in ``run_dir``; writes final trainable weights and the completion marker."""
+    aux_loss_weights = aux_loss_weights or {}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    optimizer = torch.optim.AdamW(_param_groups(model, optim.weight_decay), lr=optim.lr)
+    scheduler = get_scheduler(optim.scheduler, optimizer, num_warmup_steps=optim.warmup_steps,
+                              num_training_steps=optim.max_steps)
+    start, resumed_from = 0, None
+    existing = _checkpoints(run_dir)
+    if existing:
+        state = torch.load(existing[-1], map_location="cpu", weights_only=False)
+        load_trainable(model, state["trainable"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start = resumed_from = int(state["step"])
+        log.info("resuming from %s (step %d)", existing[-1], start)
+    wrapped, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    tracker = _SkipTracker(max_skip_fraction)
+    summary = TrainSummary(steps=start, resumed_from=resumed_from)
+    window: dict[str, list[float]] = defaultdict(list)
+    log_path = run_dir / "train_log.jsonl"
+    iterator: Iterator[dict] = iter(batches)
+    began = time.time()
+    bar = None
+    if progress and accelerator.is_main_process:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=optim.max_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    wrapped.train()
+    for step in range(start + 1, optim.max_steps + 1):
+        batch = next(iterator)
+        tracker.add(batch.get("skips", {}))
+        device = accelerator.device
+        with accelerator.autocast():
+            out = wrapped(batch["audio"].to(device), batch["audio_mask"].to(device), batch["prompts"], batch["targets"])
+            loss = out.lm_loss
+            for name, value in out.aux_losses.items():
+                loss = loss + aux_loss_weights.get(name, 1.0) * value.float()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"step {step}: loss is {loss.item()}; lower optim.lr or use fp32/bf16 "
+                                     f"instead of fp16 (checkpoints up to step {step - 1} are kept).")
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and optim.max_grad_norm > 0:
+            accelerator.clip_grad_norm_([p for p in wrapped.parameters() if p.requires_grad], optim.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        window["loss"].append(loss.item())
+        window["lm_loss"].append(out.lm_loss.item())
+        for name, value in out.aux_losses.items():
+            window[f"aux/{name}"].append(value.item())
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        if step % optim.log_steps == 0 or step == optim.max_steps:
+            tracker.check()
+            entry = {"step": step, "lr": scheduler.get_last_lr()[0],
+                     **{k: sum(v) / len(v) for k, v in window.items()}}
+            summary.loss_history.append(entry)
+            window.clear()
+            if accelerator.is_main_process:
+                with open(log_path, "a") as fh:
+                    fh.write(json.dumps(entry) + "\n")
+                log.info("step %d: %s", step, {k: round(v, 4) for k, v in entry.items() if k != "step"})
+        if step % optim.save_steps == 0 and step < optim.max_steps:
+            _save_checkpoint(accelerator, wrapped, optimizer, scheduler, step, run_dir, optim.keep_checkpoints)
+    if bar is not None:
+        bar.close()
+    summary.steps = optim.max_steps
+    summary.seconds = time.time() - began
+    summary.skips = {t: c.as_dict() for t, c in tracker.counters.items()}
+    if accelerator.is_main_process:
+        final = run_dir / FINAL_WEIGHTS
+        final.parent.mkdir(parents=True, exist_ok=True)
+        save_file(accelerator.unwrap_model(wrapped).trainable_state_dict(), str(final))
+        marker = {"steps": optim.max_steps, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                  "loss_history": summary.loss_history, "skips": summary.skips, **(completion_info or {})}
+        (run_dir / COMPLETE_MARKER).write_text(json.dumps(marker, indent=2))
+    accelerator.wait_for_everyone()
+    return summary
+
+
+def _save_checkpoint(accelerator: Accelerator, wrapped: torch.nn.Module, optimizer, scheduler, step: int,
+                     run_dir: Path, keep: int) -> None:
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state = {"trainable": accelerator.unwrap_model(wrapped).trainable_state_dict(),
+                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step}
+        _atomic_torch_save(state, run_dir / "checkpoints" / f"step-{step:08d}.pt")
+        for old in _checkpoints(run_dir)[:-keep]:
+            old.unlink()
+    accelerator.wait_for_everyone()
+
+
+def load_final(model: AudioLLM, run_dir: Path) -> dict:
+    """Load a finished run's trainable weights; returns its completion marker."""
+    load_trainable(model, load_file(str(run_dir / FINAL_WEIGHTS)))
+    return json.loads((run_dir / COMPLETE_MARKER).read_text())
+
