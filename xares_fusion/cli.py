@@ -27,12 +27,15 @@ def _json_object(text: str) -> dict[str, Any]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
     from .runner import RunRequest, run, summary_text
 
     result = run(RunRequest(encoder=args.encoder, train=args.train, eval=args.eval, encoder_args=args.encoder_args,
                             overrides=args.set, output_dir=args.output_dir, max_steps=args.max_steps,
                             limit=args.limit, progress=not args.no_progress))
-    print(summary_text(result))
+    if PartialState().is_main_process:
+        print(summary_text(result))
     return 0
 
 

@@ -44,14 +44,14 @@ def _convert(value: Any, hint: Any, where: str, source: str) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
+        errors: list[ConfigError] = []
         for option in args:
             if option is type(None):
                 continue
             try:
                 return _convert(value, option, where, source)
             except ConfigError as err:
-                errors.append(str(err))
+                errors.append(err)
         raise errors[0] if len(errors) == 1 else ConfigError(
             f"{source}: field '{where}': {_describe(value)} matches none of "
             f"{[getattr(a, '__name__', str(a)) for a in args]}")

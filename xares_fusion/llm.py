@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -63,7 +64,9 @@ def apply_lora(model: PreTrainedModel, spec: LoraSpec) -> torch.nn.Module:
     """Wrap the frozen LLM with LoRA adapters (only the adapters train)."""
     config = LoraConfig(task_type=TaskType.CAUSAL_LM, r=spec.r, lora_alpha=spec.alpha,
                         lora_dropout=spec.dropout, target_modules=spec.target_modules, bias="none")
-    peft_model = get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5; harmless
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*is_gradient_checkpointing.*")
+        peft_model = get_peft_model(model, config)
     for name, param in peft_model.named_parameters():
         param.requires_grad_("lora_" in name)
     return peft_model

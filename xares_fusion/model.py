@@ -11,6 +11,7 @@ This module knows no files and no CLI: it receives built modules and batches of 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -125,8 +126,11 @@ class AudioLLM(torch.nn.Module):
         kwargs = {"do_sample": False, "num_beams": 1, "pad_token_id": self.tokenizer.pad_token_id,
                   "eos_token_id": self.tokenizer.eos_token_id, **generation_kwargs}
         # With inputs_embeds only, generate() returns just the new tokens; it derives position
-        # ids from the left-padded attention mask, matching the training positions.
-        tokens = self.llm.generate(inputs_embeds=embeds, attention_mask=attention, **kwargs)
+        # ids from the left-padded attention mask, matching the training positions. The
+        # repetition penalty then sees only generated tokens, exactly as in the official pipeline.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*repetition_penalty.*inputs_embeds")
+            tokens = self.llm.generate(inputs_embeds=embeds, attention_mask=attention, **kwargs)
         return [t.strip() for t in self.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

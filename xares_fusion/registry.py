@@ -11,6 +11,7 @@ An encoder reference may be
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -76,10 +77,13 @@ register_llm = LLMS.register
 
 
 def load_module_from_file(path: Path) -> Any:
-    """Import a Python file as a module with importlib.util (its directory need not be a package)."""
-    module_name = f"xares_fusion_user_{path.stem}_{abs(hash(str(path.resolve()))):x}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
+    """Import a Python file as a module with importlib.util (its directory need not be a package).
+
+    The module is registered in ``sys.modules`` under a name derived from the path and contents,
+    so loader workers can unpickle its classes and an edited file is never served stale.
+    """
+    digest = hashlib.sha256(str(path.resolve()).encode() + path.read_bytes()).hexdigest()[:12]
+    module_name = f"xares_fusion_user_{path.stem}_{digest}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise RegistryError(f"{path}: cannot be imported as a Python module.")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import set_seed
 
 from . import __version__
@@ -98,8 +98,13 @@ def _train_identity(task: TaskConfig) -> dict[str, Any]:
             "data": to_dict(task.split("train"))}
 
 
-def plan_run(request: RunRequest) -> Plan:
-    """Load and check everything the run needs; raises before any model is built."""
+def plan_run(request: RunRequest, state: PartialState | None = None) -> Plan:
+    """Load and check everything the run needs; raises before any model is built.
+
+    Under ``accelerate launch`` only the main process generates data and claims the run
+    directory; the others wait for it.
+    """
+    state = state or PartialState()
     overrides = list(request.overrides)
     if request.max_steps is not None:
         overrides.append(f"optim.max_steps={request.max_steps}")
@@ -118,8 +123,10 @@ def plan_run(request: RunRequest) -> Plan:
             train_tasks.append(load_task(entry.task))
         except ConfigError as err:
             raise ConfigError(f"{recipe.source}: field 'data.mixture[{i}].task': {err}") from err
-    for task, split in [(t, "train") for t in train_tasks] + [(t, "eval") for t in eval_tasks]:
-        _ensure_generated(task, split)
+    if state.is_main_process:
+        for task, split in [(t, "train") for t in train_tasks] + [(t, "eval") for t in eval_tasks]:
+            _ensure_generated(task, split)
+    state.wait_for_everyone()
     shard_lists = [require_shards(t.split("train"), t.name, "train") for t in train_tasks]
     for task in eval_tasks:
         require_shards(task.split("eval"), task.name, "eval")
@@ -132,7 +139,9 @@ def plan_run(request: RunRequest) -> Plan:
                 "train_tasks": [_train_identity(t) for t in train_tasks]}
     run_hash = stable_hash(identity)
     run_dir = request.output_dir or Path("experiments") / recipe.name / encoder_display_name(encoder)
-    _claim_run_dir(run_dir, run_hash, identity)
+    if state.is_main_process:
+        _claim_run_dir(run_dir, run_hash, identity)
+    state.wait_for_everyone()
     return Plan(recipe, encoder, encoder_args, eval_group, eval_tasks, sources, run_dir, run_hash, identity)
 
 
@@ -174,7 +183,7 @@ def _attach_log_file(run_dir: Path) -> logging.Handler:
 
 def run(request: RunRequest) -> RunResult:
     """Train (or reuse) and evaluate; writes predictions, scores.tsv and the result record."""
-    plan = plan_run(request)
+    plan = plan_run(request, PartialState())
     recipe = plan.recipe
     accelerator = Accelerator(mixed_precision=PRECISION_TO_ACCELERATE[recipe.optim.precision])
     handler = _attach_log_file(plan.run_dir) if accelerator.is_main_process else None

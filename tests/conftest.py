@@ -1,0 +1,43 @@
+"""Shared fixtures: isolated data/cache homes, the tiny local LLM, and synthetic shards."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_homes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every test session writes data and built models into its own temporary directories."""
+    homes = {"XARES_FUSION_DATA_HOME": tmp_path_factory.mktemp("data_home"),
+             "XARES_FUSION_CACHE": tmp_path_factory.mktemp("cache_home")}
+    old = {k: os.environ.get(k) for k in homes}
+    os.environ.update({k: str(v) for k, v in homes.items()})
+    os.environ.pop("XARES_DATA_HOME", None)
+    yield homes
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(isolated_homes: dict[str, Path]) -> Path:
+    """The synthetic tone shards where the shipped synthetic tasks expect them."""
+    from xares_fusion.data.synthetic import make_synthetic
+
+    return make_synthetic(isolated_homes["XARES_FUSION_DATA_HOME"] / "generated" / "synthetic")
+
+
+@pytest.fixture(scope="session")
+def toy_llm(isolated_homes: dict[str, Path]):
+    """The tiny local Llama and its tokenizer (frozen), as the runner loads them."""
+    from xares_fusion.config import LLMSpec
+    from xares_fusion.llm import load_llm
+
+    return load_llm(LLMSpec(name_or_path="toy-llama"))

@@ -1,0 +1,129 @@
+"""The audio LLM: row layout, padding invariance, frozen base weights, auxiliary losses."""
+
+from __future__ import annotations
+
+from itertools import cycle
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from xares_fusion.config import LoraSpec, OptimSpec
+from xares_fusion.encoders import build_encoder
+from xares_fusion.llm import apply_lora
+from xares_fusion.model import AudioLLM
+from xares_fusion.projectors import LinearProjector, build_projector
+from xares_fusion.registry import PROJECTORS
+from xares_fusion.train import is_complete, train
+
+
+@pytest.fixture()
+def model(toy_llm) -> AudioLLM:
+    torch.manual_seed(0)
+    llm, tokenizer = toy_llm
+    llm = apply_lora(llm.__class__.from_pretrained(llm.config._name_or_path), LoraSpec())
+    encoder = build_encoder("logmel")
+    projector = build_projector("linear", encoder.output_dim, llm.config.hidden_size)
+    return AudioLLM(encoder, projector, llm, tokenizer)
+
+
+def _clips(seconds: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    length = int(max(seconds) * 16000)
+    audio, mask = torch.zeros(len(seconds), length), torch.zeros(len(seconds), length, dtype=torch.long)
+    for i, s in enumerate(seconds):
+        n = int(s * 16000)
+        audio[i, :n] = 0.1 * torch.randn(n, generator=gen)
+        mask[i, :n] = 1
+    return audio, mask
+
+
+def test_rows_are_contiguous_and_loss_only_on_targets(model: AudioLLM) -> None:
+    audio, mask = _clips([0.5, 1.0])
+    features, fmask = model.encode(audio, mask)
+    embeds, emask, _ = model.embed_audio(features, fmask)
+    rows, labels = model._rows(embeds, emask, ["Classify.", "Classify."], ["low", "high"])
+    prompt = model.tokenize(["Classify."], add_special_tokens=True)[0]
+    for i, (target, frames) in enumerate([("low", 51), ("high", 101)]):
+        target_ids = model.tokenize([target], add_special_tokens=False)[0] + [model.tokenizer.eos_token_id]
+        assert rows[i].shape[0] == frames + len(prompt) + len(target_ids)     # no padding inside a row
+        assert labels[i] == [-100] * (frames + len(prompt)) + target_ids
+        assert torch.equal(rows[i][:frames], embeds[i, :frames])              # valid audio frames first
+
+
+def _features(seconds: list[float], dim: int = 80, rate: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder outputs for clips of the given lengths, zero beyond each clip (as from any encoder)."""
+    gen = torch.Generator().manual_seed(2)
+    frames = [int(s * rate) for s in seconds]
+    features = torch.zeros(len(seconds), max(frames), dim)
+    mask = torch.zeros(len(seconds), max(frames), dtype=torch.long)
+    for i, n in enumerate(frames):
+        features[i, :n] = torch.randn(n, dim, generator=gen)
+        mask[i, :n] = 1
+    return features, mask
+
+
+def test_answer_is_the_same_alone_and_in_a_batch_of_longer_clips(model: AudioLLM) -> None:
+    model.eval()
+    features, mask = _features([0.6, 2.5, 4.0])
+    prompts = ["Classify the pitch."] * 3
+    # Next-token logits of the first clip, left-padded inside the batch vs alone.
+    embeds, emask, _ = model.embed_audio(features, mask)
+    batch_in = model._pad(model._rows(embeds, emask, prompts, None)[0], left=True)
+    alone_in = model._pad(model._rows(embeds[:1, :60], emask[:1, :60], prompts[:1], None)[0], left=True)
+    assert batch_in[2][0, -1] == alone_in[2][0, -1] == 60 + len(model.tokenize(prompts[:1], True)[0]) - 1
+    with torch.no_grad():
+        batch_logits = model.llm(inputs_embeds=batch_in[0], attention_mask=batch_in[1], position_ids=batch_in[2]).logits
+        alone_logits = model.llm(inputs_embeds=alone_in[0], attention_mask=alone_in[1], position_ids=alone_in[2]).logits
+    torch.testing.assert_close(batch_logits[0, -1], alone_logits[0, -1], atol=1e-4, rtol=1e-4)
+    # generate() itself: the same greedy tokens (a few steps; a random model has near-ties later).
+    kwargs = {"max_new_tokens": 4, "repetition_penalty": 1.05}
+    batched = model.generate(None, None, prompts, features=features, feature_mask=mask, **kwargs)
+    alone = model.generate(None, None, prompts[:1], features=features[:1, :60], feature_mask=mask[:1, :60], **kwargs)
+    assert batched[0] == alone[0] and alone[0] != ""
+
+
+def test_batch_loss_is_the_token_weighted_mean_of_row_losses(model: AudioLLM) -> None:
+    model.eval()
+    features, mask = _features([0.6, 2.0])
+    targets = ["low", "high then mid"]
+    batch = model(None, None, ["Describe."] * 2, targets, features=features, feature_mask=mask)
+    rows = [model(None, None, ["Describe."], [targets[i]], features=features[i:i + 1, :n], feature_mask=mask[i:i + 1, :n])
+            for i, n in enumerate([60, 200])]
+    weighted = sum(r.lm_loss * r.num_target_tokens for r in rows) / sum(r.num_target_tokens for r in rows)
+    assert batch.num_target_tokens == sum(r.num_target_tokens for r in rows)
+    assert batch.lm_loss.item() == pytest.approx(weighted.item(), rel=1e-5)
+
+
+class _AuxProjector(LinearProjector):
+    """Test projector that reports an auxiliary loss (the mean squared output)."""
+
+    def forward(self, features, mask):
+        out, mask = super().forward(features, mask)
+        self.aux_losses = {"energy": out.pow(2).mean()}
+        return out, mask
+
+
+def _batches(seconds: list[float]):
+    audio, mask = _clips(seconds)
+    return cycle([{"audio": audio, "audio_mask": mask, "prompts": ["Classify."] * len(seconds),
+                   "targets": ["low", "high"][:len(seconds)]}])
+
+
+def test_training_adds_weighted_aux_losses_and_keeps_base_weights(model: AudioLLM, tmp_path: Path) -> None:
+    model.projector = _AuxProjector(model.encoder.output_dim, model.llm.config.hidden_size)
+    frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    trainable_before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert all("lora_" in n or n.startswith("projector.") for n in trainable_before)
+    optim = OptimSpec(max_steps=6, lr=1e-2, warmup_steps=0, log_steps=1, save_steps=3, batch_size=2)
+    summary = train(model, _batches([0.5, 0.8]), optim, tmp_path, Accelerator(cpu=True),
+                    aux_loss_weights={"energy": 0.5}, progress=False)
+    for entry in summary.loss_history:
+        assert entry["loss"] == pytest.approx(entry["lm_loss"] + 0.5 * entry["aux/energy"], rel=1e-5)
+    assert summary.loss_history[-1]["lm_loss"] < summary.loss_history[0]["lm_loss"]
+    for name, before in frozen_before.items():
+        assert torch.equal(before, dict(model.named_parameters())[name]), f"frozen weight {name} changed"
+    changed = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, trainable_before[n])]
+    assert any("lora_B" in n for n in changed) and "projector.proj.weight" in changed
+    assert is_complete(tmp_path) and (tmp_path / "checkpoints" / "step-00000003.pt").is_file()

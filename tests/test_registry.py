@@ -1,0 +1,84 @@
+"""Encoder references: registered names, files (with and without :Class), dotted paths, entry points."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from xares_fusion.encoders import build_encoder
+from xares_fusion.registry import ENCODERS, RegistryError, register_encoder, resolve_encoder_factory
+
+XARES_STYLE = textwrap.dedent('''
+    import torch
+
+
+    class DummyEncoder(torch.nn.Module):
+        def __init__(self, **kwargs) -> None:
+            super().__init__()
+            self.output_dim = 256
+
+        def forward(self, audio, audio_attention_mask=None):
+            return torch.zeros(len(audio), 10, self.output_dim), None
+''')
+
+
+def test_builtin_and_decorator() -> None:
+    assert type(build_encoder("logmel", {"n_mels": 40})).__name__ == "LogMelEncoder"
+
+    @register_encoder("test-only-encoder")
+    class _Enc(torch.nn.Module):
+        output_dim = 3
+
+    try:
+        assert resolve_encoder_factory("test-only-encoder") is _Enc
+    finally:
+        ENCODERS._items.pop("test-only-encoder")
+
+
+def test_xares_llm_encoder_file_loads_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "dummyencoder.py"
+    path.write_text(XARES_STYLE)
+    encoder = build_encoder(str(path))
+    assert type(encoder).__name__ == "DummyEncoder" and encoder.output_dim == 256
+
+
+def test_file_with_class_and_ambiguous_file(tmp_path: Path) -> None:
+    path = tmp_path / "two.py"
+    path.write_text(XARES_STYLE + XARES_STYLE.replace("DummyEncoder", "OtherEncoder"))
+    with pytest.raises(RegistryError, match=r"2 candidate classes \['DummyEncoder', 'OtherEncoder'\]"):
+        build_encoder(str(path))
+    assert type(build_encoder(f"{path}:OtherEncoder")).__name__ == "OtherEncoder"
+    with pytest.raises(RegistryError, match="has no attribute 'Missing'"):
+        build_encoder(f"{path}:Missing")
+
+
+def test_dotted_path() -> None:
+    assert resolve_encoder_factory("xares_fusion.encoders.logmel.LogMelEncoder").__name__ == "LogMelEncoder"
+    with pytest.raises(RegistryError, match="cannot import module"):
+        resolve_encoder_factory("no_such_pkg.mod.Enc")
+
+
+def test_typo_suggests_closest_name(tmp_path: Path) -> None:
+    with pytest.raises(RegistryError, match=r"unknown encoder 'logmle'\. Did you mean 'logmel'"):
+        resolve_encoder_factory("logmle")
+    with pytest.raises(RegistryError, match="not found"):
+        resolve_encoder_factory(str(tmp_path / "missing.py"))
+
+
+def test_entry_point_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A third-party package registers through the 'xares_fusion.encoders' entry-point group."""
+    pkg = tmp_path / "myplugin"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(XARES_STYLE.replace("DummyEncoder", "PluginEncoder"))
+    dist = tmp_path / "myplugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: myplugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[xares_fusion.encoders]\nplugin-enc = myplugin:PluginEncoder\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "plugin-enc" in ENCODERS.names()
+    assert type(build_encoder("plugin-enc")).__name__ == "PluginEncoder"
+    sys.modules.pop("myplugin", None)
