@@ -205,6 +205,7 @@ class TaskConfig:
     generation: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_GENERATION))
     train: DataSpec | None = None
     eval: EvalSpec | None = None
+    aliases: list[str] = field(default_factory=list)
     source: str = ""
 
     def validate(self, source: str, prefix: str) -> None:
@@ -242,6 +243,7 @@ class TaskGroup:
     tasks: list[str]
     aggregate: str = "weighted_mean"
     description: str | None = None
+    aliases: list[str] = field(default_factory=list)
     source: str = ""
 
     def validate(self, source: str, prefix: str) -> None:
@@ -359,6 +361,7 @@ class RecipeConfig:
     optim: OptimSpec = field(default_factory=OptimSpec)
     eval: str | None = None  # default evaluation group/task when the CLI names none
     description: str | None = None
+    aliases: list[str] = field(default_factory=list)
     source: str = ""
 
     def validate(self, source: str, prefix: str) -> None:
@@ -396,16 +399,26 @@ def search_roots() -> list[Path]:
     return roots
 
 
+def _aliases(path: Path) -> list[str]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return []  # reported with file and line when the file itself is loaded
+    aliases = data.get("aliases", []) if isinstance(data, dict) else []
+    return [str(a) for a in aliases] if isinstance(aliases, list) else []
+
+
 def _index(kind: str) -> dict[str, Path]:
-    """Name -> file for every YAML under ``<root>/<kind>/`` (first root wins)."""
+    """Name -> file for every YAML under ``<root>/<kind>/``: file stems, relative paths and the
+    ``aliases`` a file declares (first root wins)."""
     found: dict[str, Path] = {}
     for root in search_roots():
         base = root / kind
         if not base.is_dir():
             continue
         for path in sorted(base.rglob("*.yaml")):
-            found.setdefault(path.stem, path)
-            found.setdefault(str(path.relative_to(base).with_suffix("")), path)
+            for name in [path.stem, str(path.relative_to(base).with_suffix("")), *_aliases(path)]:
+                found.setdefault(name, path)
     return found
 
 
@@ -430,9 +443,31 @@ def resolve_config_path(ref: str, kind: str) -> Path:
                       f"or pass a path to a .yaml file.")
 
 
+def _deep_merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = (_deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict)
+                       else value)
+    return merged
+
+
+def _task_data(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A task file's mapping with ``extends: BASE`` resolved (the file's fields win, mappings merge)."""
+    data = load_yaml(path)
+    base_ref = data.pop("extends", None)
+    if base_ref is None:
+        return data
+    base_path = resolve_config_path(str(base_ref), "tasks")
+    if base_path.resolve() in seen or base_path.resolve() == path.resolve():
+        raise ConfigError(f"{path}: field 'extends' forms a cycle ({base_ref!r}).")
+    base = _task_data(base_path, seen + (path.resolve(),))
+    base.pop("aliases", None)  # aliases name the base file, not its variants
+    return _deep_merge(base, data)
+
+
 def load_task(ref: str | Path) -> TaskConfig:
     path = resolve_config_path(str(ref), "tasks")
-    data = load_yaml(path)
+    data = _task_data(path)
     if "tasks" in data:
         raise ConfigError(f"{path}: this is a task group, not a single task.")
     task = from_dict(TaskConfig, data, str(path))
@@ -445,7 +480,8 @@ def load_eval_tasks(ref: str) -> tuple[str, list[TaskConfig]]:
     path = resolve_config_path(ref, "tasks")
     data = load_yaml(path)
     if "tasks" not in data:
-        return Path(path).stem, [load_task(path)]
+        task = load_task(path)
+        return task.name, [task]
     group = from_dict(TaskGroup, data, str(path))
     tasks = []
     for i, task_ref in enumerate(group.tasks):

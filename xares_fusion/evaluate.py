@@ -12,7 +12,6 @@ import logging
 from dataclasses import dataclass
 
 import pandas as pd
-import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 
@@ -95,7 +94,11 @@ def generate_predictions(model: AudioLLM, task: TaskConfig, accelerator: Acceler
     return EvalOutcome(rows=rows, skips=counter, expected_rows=expected)
 
 
-def score_rows(task: TaskConfig, rows: pd.DataFrame) -> float:
-    """The task's metric over all prediction rows."""
-    return metrics.score(task.metric, rows["predict"].fillna("").astype(str).tolist(),
-                         rows["labels"].astype(str).tolist(), **task.metric_args)
+def score_rows(task: TaskConfig, rows: pd.DataFrame) -> tuple[float, metrics.MetricChoice]:
+    """The task's metric over all prediction rows at once (corpus-level metrics need the whole
+    set); falls back to the metric's labelled offline proxy where the official one cannot run."""
+    choice = metrics.choose(task.metric)
+    args = task.metric_args if choice.name == task.metric else {}
+    value = metrics.score(choice.name, rows["predict"].fillna("").astype(str).tolist(),
+                          rows["labels"].astype(str).tolist(), **args)
+    return value, choice

@@ -28,6 +28,7 @@ class TaskResult:
     metric: str
     score: float | None
     weight: float = 1.0
+    track: str | None = None
     rows: int = 0
     skips: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
@@ -45,15 +46,25 @@ def weighted_overall(results: list[TaskResult]) -> float | None:
     return sum(r.weight * r.score for r in results) / total
 
 
+def _overall_row(label: str, results: list[TaskResult]) -> dict[str, Any]:
+    unofficial = any(r.unofficial for r in results)
+    return {"Task": label, "metric": "weighted mean" + (" (unofficial)" if unofficial else ""),
+            "score": weighted_overall(results), "weight": sum(r.weight for r in results)}
+
+
 def scores_frame(results: list[TaskResult]) -> pd.DataFrame:
-    """Task | metric | score | weight, sorted by task, plus the weighted 'Overall' row."""
+    """Task | metric | score | weight, sorted by task, then a weighted 'Track X Overall' row per
+    track when several tracks are present, then the weighted 'Overall' row. An overall that
+    includes an unofficial proxy metric says so."""
     frame = pd.DataFrame([{"Task": r.task, "metric": r.metric + (" (unofficial)" if r.unofficial else ""),
                            "score": r.score, "weight": r.weight} for r in results])
     frame = frame.sort_values("Task", kind="stable").reset_index(drop=True)
-    unofficial = any(r.unofficial for r in results)
-    overall = {"Task": "Overall", "metric": "weighted mean" + (" (unofficial)" if unofficial else ""),
-               "score": weighted_overall(results), "weight": sum(r.weight for r in results)}
-    return pd.concat([frame, pd.DataFrame([overall])], ignore_index=True)
+    tracks = sorted({r.track for r in results if r.track})
+    rows = []
+    if len(tracks) > 1:
+        rows = [_overall_row(f"Track {t} Overall", [r for r in results if r.track == t]) for t in tracks]
+    rows.append(_overall_row("Overall", results))
+    return pd.concat([frame, pd.DataFrame(rows)], ignore_index=True)
 
 
 def format_table(results: list[TaskResult]) -> str:

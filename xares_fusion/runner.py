@@ -28,6 +28,7 @@ from .data.synthetic import make_synthetic
 from .encoders import build_encoder, check_encoder
 from .evaluate import generate_predictions, score_rows
 from .llm import apply_lora, load_llm
+from .metrics.caption import CaptionMetricUnavailable
 from .model import AudioLLM
 from .projectors import build_projector
 from .registry import encoder_display_name
@@ -262,7 +263,7 @@ def _evaluate_task(model: AudioLLM, task: TaskConfig, plan: Plan, request: RunRe
     started = time.time()
     outcome = generate_predictions(model, task, accelerator, request.limit, plan.recipe.data.sample_rate,
                                    progress=request.progress)
-    result = TaskResult(task=task.name, metric=task.metric, score=None, weight=task.weight,
+    result = TaskResult(task=task.name, metric=task.metric, score=None, weight=task.weight, track=task.track,
                         rows=len(outcome.rows), skips=outcome.skips.as_dict(), cache_key=cache_key)
     if accelerator.is_main_process:
         outcome.rows.to_csv(predictions_file, index=False)
@@ -275,8 +276,9 @@ def _evaluate_task(model: AudioLLM, task: TaskConfig, plan: Plan, request: RunRe
         result.error = "no evaluation rows"
     else:
         try:
-            result.score = score_rows(task, outcome.rows)
-        except ValueError as err:
+            result.score, choice = score_rows(task, outcome.rows)
+            result.metric, result.unofficial = choice.name, choice.unofficial
+        except (ValueError, CaptionMetricUnavailable) as err:
             result.error = f"scoring with {task.metric} failed: {err}"
     log.info("%s: %s = %s (%d rows, %.1fs)", task.name, task.metric, result.score, result.rows,
              time.time() - started)

@@ -1,13 +1,26 @@
-"""Metrics on plain strings: ``score(name, predictions, references, **metric_args) -> float``."""
+"""Metrics on plain strings: ``score(name, predictions, references, **metric_args) -> float``.
+
+Official: Accuracy, mAP, iWER, iCER, FENSE, DATE. Labelled offline proxies for the caption
+metrics: ``SBERTSim[all-MiniLM-L6-v2]`` and ``DATE-proxy[all-MiniLM-L6-v2]``.
+"""
 
 from __future__ import annotations
 
 import inspect
+import logging
+from dataclasses import dataclass
 from typing import Any
 
-from ..registry import METRICS
-from . import official  # noqa: F401  (registers the official metrics)
+from ..registry import METRICS, register_metric
+from . import caption, official  # noqa: F401  (official registers its metrics)
 from .normalize import normalize_text
+
+log = logging.getLogger("xares_fusion")
+
+register_metric("FENSE")(caption.fense)
+register_metric("DATE")(caption.date)
+register_metric(caption.FENSE_PROXY)(caption.fense_proxy)
+register_metric(caption.DATE_PROXY)(caption.date_proxy)
 
 
 def score(name: str, predictions: list[str], references: list[str], **metric_args: Any) -> float:
@@ -21,8 +34,31 @@ def score(name: str, predictions: list[str], references: list[str], **metric_arg
     return metric(list(predictions), list(references), **metric_args)
 
 
+@dataclass
+class MetricChoice:
+    """The metric a task is scored with here: the official one, or its labelled offline proxy."""
+
+    name: str
+    unofficial: bool = False
+    reason: str | None = None
+
+
+def choose(name: str) -> MetricChoice:
+    """The official metric when it can run on this machine, else its proxy (marked unofficial)."""
+    METRICS.get(name)  # unknown names fail here, with suggestions
+    if name not in caption.PROXIES:
+        return MetricChoice(name)
+    missing = caption.official_missing()
+    if not missing:
+        return MetricChoice(name)
+    proxy = caption.PROXIES[name]
+    reason = f"official {name} unavailable (missing {', '.join(missing)}); scored with {proxy}"
+    log.warning(reason)
+    return MetricChoice(proxy, unofficial=True, reason=reason)
+
+
 def metric_names() -> list[str]:
     return METRICS.names()
 
 
-__all__ = ["score", "metric_names", "normalize_text"]
+__all__ = ["score", "choose", "MetricChoice", "metric_names", "normalize_text"]
