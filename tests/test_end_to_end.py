@@ -99,6 +99,19 @@ def test_eval_batch_size_does_not_change_answers(trained: Path, recipe: Path, tm
     assert alone["predict"].tolist() == batched["predict"].tolist()
 
 
+def test_changed_task_config_is_never_served_a_stale_score(trained: Path, recipe: Path, tmp_path: Path) -> None:
+    cached = json.loads((trained / "scores" / "tones.json").read_text())
+    changed = tmp_path / "tones.yaml"
+    changed.write_text((REPO / "tasks/synthetic/tones.yaml").read_text().replace("max_new_tokens: 10", "max_new_tokens: 1"))
+    assert main(["run", "logmel", str(recipe), str(changed), "--output-dir", str(trained), "--no-progress"]) == 0
+    fresh = json.loads((trained / "scores" / "tones.json").read_text())
+    assert fresh["cache_key"] != cached["cache_key"]
+    predictions = pd.read_csv(trained / "predictions_tones.csv", keep_default_na=False)
+    assert predictions["predict"].str.len().max() <= 3          # one new token at most: it really re-ran
+    assert main(["run", "logmel", str(recipe), "tones", "--output-dir", str(trained), "--no-progress"]) == 0
+    assert _scores(trained)["tones"] == cached["score"]
+
+
 def test_limit_caps_rows_and_has_its_own_cache_entry(trained: Path, recipe: Path) -> None:
     assert main(["run", "logmel", str(recipe), "tones", "--output-dir", str(trained), "--limit", "5",
                  "--no-progress"]) == 0

@@ -85,19 +85,42 @@ def _cmd_make_synthetic(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .config import known_names
+    from .config import catalogue
     from .registry import ENCODERS, METRICS
 
+    if args.what in ("tasks", "all"):
+        print("tasks:", ", ".join(sorted(n for n, kind in catalogue("tasks").items() if kind == "task")))
+    if args.what in ("groups", "all"):
+        print("groups:", ", ".join(sorted(n for n, kind in catalogue("tasks").items() if kind == "group")))
+    if args.what in ("recipes", "all"):
+        print("recipes:", ", ".join(sorted(catalogue("recipes"))))
     if args.what in ("encoders", "all"):
         from . import encoders  # noqa: F401  (registers the built-ins)
         print("encoders:", ", ".join(ENCODERS.names()))
     if args.what in ("metrics", "all"):
         from . import metrics  # noqa: F401
         print("metrics:", ", ".join(METRICS.names()))
-    if args.what in ("tasks", "all"):
-        print("tasks and groups:", ", ".join(known_names("tasks")))
-    if args.what in ("recipes", "all"):
-        print("recipes:", ", ".join(known_names("recipes")))
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .config import validate_files
+
+    problems, checked = validate_files([Path(p) for p in args.paths])
+    for problem in problems:
+        print(f"INVALID {problem}")
+    print(f"{checked - len(problems)} of {checked} config files valid")
+    return 1 if problems else 0
+
+
+def _cmd_fetch_data(args: argparse.Namespace) -> int:
+    from .config import load_eval_tasks
+    from .data.fetch import fetch
+
+    _, tasks = load_eval_tasks(args.name)
+    splits = ("train", "eval") if args.split == "both" else (args.split,)
+    report = fetch(tasks, splits, command=f"xares-fusion fetch-data {args.name} --split {args.split}")
+    print(f"{len(report.downloaded)} file(s) downloaded, {len(report.present)} already complete")
     return 0
 
 
@@ -145,9 +168,19 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--force", action="store_true", help="rewrite even if present")
     synth.set_defaults(func=_cmd_make_synthetic)
 
-    lst = sub.add_parser("list", help="list tasks, recipes, encoders or metrics")
-    lst.add_argument("what", nargs="?", default="all", choices=["all", "tasks", "recipes", "encoders", "metrics"])
+    lst = sub.add_parser("list", help="list tasks, groups, recipes, encoders or metrics")
+    lst.add_argument("what", nargs="?", default="all",
+                     choices=["all", "tasks", "groups", "recipes", "encoders", "metrics"])
     lst.set_defaults(func=_cmd_list)
+
+    val = sub.add_parser("validate", help="check task, group and recipe YAML files (default: every shipped one)")
+    val.add_argument("paths", nargs="*", help="files or directories (default: the shipped tasks/ and recipes/)")
+    val.set_defaults(func=_cmd_validate)
+
+    fetch = sub.add_parser("fetch-data", help="download the shards of a task, group or suite (task1, task2, all)")
+    fetch.add_argument("name", help="task1 | task2 | all | a task or group name or YAML")
+    fetch.add_argument("--split", choices=["train", "eval", "both"], default="both")
+    fetch.set_defaults(func=_cmd_fetch_data)
     return parser
 
 
@@ -159,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("xares_fusion").setLevel(logging.INFO)
     from .config import ConfigError
     from .data.shards import MissingDataError
+    from .data.fetch import FetchError
     from .encoders import EncoderContractError
     from .llm import LLMLoadError
     from .registry import RegistryError
@@ -168,9 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (UserError, ConfigError, MissingDataError, EncoderContractError, RegistryError, RunFailed,
-            TooManySkippedError, LLMLoadError, ValueError) as err:
+            TooManySkippedError, LLMLoadError, FetchError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1 if isinstance(err, (RunFailed, TooManySkippedError)) else EXIT_USAGE
+        return 1 if isinstance(err, (RunFailed, TooManySkippedError, FetchError)) else EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -422,6 +422,56 @@ def _index(kind: str) -> dict[str, Path]:
     return found
 
 
+def catalogue(kind: str) -> dict[str, str]:
+    """Shipped names of ``kind`` ('tasks' or 'recipes') -> 'task', 'group' or 'recipe'."""
+    out = {}
+    for path in sorted(set(_index(kind).values())):
+        if kind == "recipes":
+            out[path.stem] = "recipe"
+        else:
+            try:
+                out[path.stem] = _kind_of(load_yaml(path))
+            except ConfigError:
+                out[path.stem] = "task"
+    return out
+
+
+def _kind_of(data: dict) -> str:
+    if "tasks" in data:
+        return "group"
+    if isinstance(data.get("data"), dict) and "mixture" in data["data"]:
+        return "recipe"
+    return "task"
+
+
+def validate_files(paths: list[Path]) -> tuple[list[str], int]:
+    """Load every task, group and recipe YAML under ``paths`` (default: all shipped ones),
+    including the tasks a recipe or group refers to.
+
+    Returns the error messages (each naming file and field) and the number of files checked.
+    """
+    if not paths:
+        paths = [root / kind for root in search_roots() for kind in ("tasks", "recipes")]
+    files = [f for p in paths for f in (sorted(p.rglob("*.yaml")) if p.is_dir() else [p])]
+    problems = []
+    for file in files:
+        try:
+            if _kind_of(load_yaml(file)) == "recipe":
+                recipe = load_recipe(str(file))
+                for i, entry in enumerate(recipe.data.mixture):
+                    try:
+                        load_task(entry.task).split("train")
+                    except ConfigError as err:
+                        raise ConfigError(f"{file}: field 'data.mixture[{i}].task': {err}") from err
+                if recipe.eval:
+                    load_eval_tasks(recipe.eval)
+            else:
+                load_eval_tasks(str(file))
+        except ConfigError as err:
+            problems.append(str(err))
+    return problems, len(files)
+
+
 def known_names(kind: str) -> list[str]:
     """Short names of the shipped tasks (``kind='tasks'``) or recipes (``kind='recipes'``)."""
     return sorted({p.stem for p in _index(kind).values()})

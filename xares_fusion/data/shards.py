@@ -26,10 +26,15 @@ class ResolvedShards:
     base: Path
 
 
+def repo_base(repo_id: str) -> Path:
+    """Local copy of a hub dataset repo: ``<data home>/<repo_id>``."""
+    return data_home() / repo_id
+
+
 def shard_base(spec: DataSpec) -> Path:
     """Directory relative shard names are resolved against."""
     if spec.repo_id:
-        return data_home() / spec.repo_id
+        return repo_base(spec.repo_id)
     if spec.generator:
         return data_home() / "generated" / spec.generator
     return Path.cwd()
@@ -68,8 +73,8 @@ def fix_command(spec: DataSpec, task_name: str) -> str:
     if spec.generator:
         return f"xares-fusion make-{spec.generator}"
     if spec.repo_id:
-        return (f"download the files from the hub dataset repo '{spec.repo_id}' into "
-                f"{shard_base(spec)} (or point $XARES_DATA_HOME at an existing copy)")
+        return (f"xares-fusion fetch-data {task_name}   (downloads from the hub dataset repo "
+                f"'{spec.repo_id}'; or point $XARES_DATA_HOME at an existing copy)")
     return f"fix the shard paths of task '{task_name}' (they are relative to the working directory)"
 
 

@@ -16,6 +16,7 @@ from . import caption, official  # noqa: F401  (official registers its metrics)
 from .normalize import normalize_text
 
 log = logging.getLogger("xares_fusion")
+_warned: set[str] = set()
 
 register_metric("FENSE")(caption.fense)
 register_metric("DATE")(caption.date)
@@ -53,7 +54,9 @@ def choose(name: str) -> MetricChoice:
         return MetricChoice(name)
     proxy = caption.PROXIES[name]
     reason = f"official {name} unavailable (missing {', '.join(missing)}); scored with {proxy}"
-    log.warning(reason)
+    if name not in _warned:
+        _warned.add(name)
+        log.warning(reason)
     return MetricChoice(proxy, unofficial=True, reason=reason)
 
 
