@@ -10,7 +10,6 @@ Three label formats are covered, as in the real suite:
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 from dataclasses import asdict, dataclass
@@ -18,8 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import soundfile as sf
-from webdataset import TarWriter
+
+from .shard_writer import write_shard
 
 SAMPLE_RATE = 16000
 VERSION = 1
@@ -80,17 +79,6 @@ TASKS: dict[str, Callable[[np.random.Generator], tuple[np.ndarray, dict]]] = {
 }
 
 
-def _write_shard(path: Path, rng: np.random.Generator, make: Callable, count: int, prefix: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with TarWriter(str(path), mtime=0.0, user="xares", group="xares") as sink:
-        for i in range(count):
-            audio, meta = make(rng)
-            buf = io.BytesIO()
-            sf.write(buf, audio, SAMPLE_RATE, format="FLAC")
-            sink.write({"__key__": f"{prefix}{i:05d}", "flac": buf.getvalue(),
-                        "json": json.dumps(meta).encode()})
-
-
 def make_synthetic(root: Path, seed: int = 0, sizes: SyntheticSizes | None = None, force: bool = False) -> Path:
     """Write every synthetic task under ``root/<task>/`` (train-NNN.tar, test-NNN.tar).
 
@@ -108,6 +96,7 @@ def make_synthetic(root: Path, seed: int = 0, sizes: SyntheticSizes | None = Non
                                          ("test", sizes.test_shards, sizes.test_per_shard)):
             for s in range(shards):
                 rng = np.random.default_rng([seed, t, 0 if split == "train" else 1, s])
-                _write_shard(root / task / f"{split}-{s:03d}.tar", rng, make, per_shard, f"{task}-{split}{s}-")
+                write_shard(root / task / f"{split}-{s:03d}.tar",
+                            ((f"{task}-{split}{s}-{i:05d}", *make(rng)) for i in range(per_shard)))
     marker.write_text(json.dumps(stamp))
     return root
