@@ -57,7 +57,7 @@ def test_file_with_class_and_ambiguous_file(tmp_path: Path) -> None:
 
 
 def test_dotted_path() -> None:
-    assert resolve_encoder_factory("xares_fusion.encoders.logmel.LogMelEncoder").__name__ == "LogMelEncoder"
+    assert resolve_encoder_factory("xares_fusion.encoders.spectral.LogMelEncoder").__name__ == "LogMelEncoder"
     with pytest.raises(RegistryError, match="cannot import module"):
         resolve_encoder_factory("no_such_pkg.mod.Enc")
 

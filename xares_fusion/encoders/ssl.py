@@ -1,0 +1,73 @@
+"""Self-supervised speech encoders from `transformers`: WavLM, wav2vec 2.0 and HuBERT (50 frames/s)."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoFeatureExtractor, AutoModel
+
+from ..registry import register_encoder
+from .masking import lengths_to_mask, sample_lengths
+
+
+class SSLEncoder(torch.nn.Module):
+    """Last hidden state (or ``layer``) of a wav2vec2-style model, masked to each clip's length.
+
+    Checkpoints with layer-norm feature extractors take an attention mask; those with group norm
+    (e.g. wav2vec2-base) do not, and get zero-padded input as their feature extractor specifies.
+    Clips are normalised to zero mean and unit variance over their valid samples when the
+    checkpoint's feature extractor asks for it.
+
+    Args:
+        model_name: hub id or local directory.
+        layer: which hidden state to return (-1 = last; 0 = the CNN/projection output).
+        output_hidden_states: keep every layer's output in ``self.hidden_states``.
+    """
+
+    def __init__(self, model_name: str, layer: int = -1, output_hidden_states: bool = False) -> None:
+        super().__init__()
+        self.model = AutoModel.from_pretrained(model_name)
+        config = self.model.config
+        self.output_dim = config.hidden_size
+        self.layer, self.output_hidden_states = layer, output_hidden_states
+        self.frame_rate = 16000 / float(torch.tensor(config.conv_stride).prod())
+        self.uses_attention_mask = getattr(config, "feat_extract_norm", "layer") == "layer"
+        try:
+            self.normalize = bool(AutoFeatureExtractor.from_pretrained(model_name).do_normalize)
+        except (OSError, ValueError):  # no preprocessor config (e.g. a bare local model): the usual default
+            self.normalize = True
+        self.hidden_states: list[torch.Tensor] | None = None
+
+    def forward(self, audio: torch.Tensor, audio_attention_mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        lengths = sample_lengths(audio, audio_attention_mask)
+        sample_mask = lengths_to_mask(lengths, audio.shape[-1]).to(audio.dtype)
+        x = audio.float() * sample_mask
+        if self.normalize:
+            count = sample_mask.sum(-1, keepdim=True).clamp(min=1)
+            mean = x.sum(-1, keepdim=True) / count
+            var = ((x - mean) ** 2 * sample_mask).sum(-1, keepdim=True) / count
+            x = (x - mean) / torch.sqrt(var + 1e-7) * sample_mask
+        kwargs = {"attention_mask": sample_mask.long()} if self.uses_attention_mask else {}
+        out = self.model(x.to(next(self.model.parameters()).dtype), output_hidden_states=True, **kwargs)
+        valid = self.model._get_feat_extract_output_lengths(lengths)
+        mask = lengths_to_mask(valid, out.last_hidden_state.shape[1])
+        states = list(out.hidden_states)
+        if self.output_hidden_states:
+            self.hidden_states = [s * mask[..., None] for s in states]
+        features = states[self.layer] if self.layer != -1 else out.last_hidden_state
+        return features * mask[..., None].to(features.dtype), mask
+
+
+@register_encoder("wavlm")
+def wavlm(model_name: str = "microsoft/wavlm-base-plus", **kwargs) -> SSLEncoder:
+    return SSLEncoder(model_name, **kwargs)
+
+
+@register_encoder("wav2vec2")
+def wav2vec2(model_name: str = "facebook/wav2vec2-base", **kwargs) -> SSLEncoder:
+    return SSLEncoder(model_name, **kwargs)
+
+
+@register_encoder("hubert")
+def hubert(model_name: str = "facebook/hubert-base-ls960", **kwargs) -> SSLEncoder:
+    return SSLEncoder(model_name, **kwargs)
