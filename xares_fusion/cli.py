@@ -40,10 +40,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    args.encoder, args.train, args.eval = "logmel", "synthetic", "synthetic"
-    args.encoder_args, args.set, args.max_steps, args.limit = {}, [], None, None
-    args.output_dir = args.output_dir or Path("experiments") / "demo"
-    return _cmd_run(args)
+    from .demo import run_demo
+
+    print(run_demo(args.output_dir or Path("experiments") / "demo", max_steps=args.max_steps, limit=args.limit,
+                   progress=not args.no_progress))
+    return 0
 
 
 def _cmd_check_encoder(args: argparse.Namespace) -> int:
@@ -74,13 +75,20 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_make_synthetic(args: argparse.Namespace) -> int:
-    from .data.synthetic import make_synthetic
+def _cmd_make_data(args: argparse.Namespace) -> int:
     from .paths import data_home
 
-    root = args.out or data_home() / "generated" / "synthetic"
-    make_synthetic(root, seed=args.seed, force=args.force)
-    print(f"synthetic shards in {root}")
+    root = args.out or data_home() / "generated" / args.generator
+    if args.generator == "mini":
+        from .data.mini import MiniSizes, make_mini
+
+        sizes = MiniSizes(train_shards=args.train_shards, per_shard=args.per_shard, test=args.test)
+        make_mini(root, seed=args.seed, sizes=sizes, force=args.force, progress=lambda task: print(f"  {task}"))
+    else:
+        from .data.synthetic import make_synthetic
+
+        make_synthetic(root, seed=args.seed, force=args.force)
+    print(f"{args.generator} shards in {root}")
     return 0
 
 
@@ -147,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(run)
     run.set_defaults(func=_cmd_run)
 
-    demo = sub.add_parser("demo", help="the offline demo: synthetic tone suite, log-mel encoder, tiny LLM")
+    demo = sub.add_parser("demo", help="the offline demo: mini suite, three encoders, SmolLM2 (about 15 min on CPU)")
+    demo.add_argument("--max-steps", type=int, default=None, help="training steps per encoder (default: the recipe's)")
+    demo.add_argument("--limit", type=int, default=None, help="at most N eval rows per task")
     add_run_options(demo)
     demo.set_defaults(func=_cmd_demo)
 
@@ -162,11 +172,19 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--metric-args", type=_json_object, default={}, help="e.g. '{\"num_classes\": 200}'")
     score.set_defaults(func=_cmd_score)
 
-    synth = sub.add_parser("make-synthetic", help="write the synthetic tone shards")
-    synth.add_argument("--out", type=Path, default=None)
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--force", action="store_true", help="rewrite even if present")
-    synth.set_defaults(func=_cmd_make_synthetic)
+    for generator, text in (("mini", "synthesise the mini suite (speech from eSpeak NG, sounds from numpy)"),
+                            ("synthetic", "write the synthetic tone shards (smoke tests)")):
+        make = sub.add_parser(f"make-{generator}", help=text)
+        make.add_argument("--out", type=Path, default=None, help="default: <data home>/generated/" + generator)
+        make.add_argument("--seed", type=int, default=0)
+        make.add_argument("--force", action="store_true", help="rewrite even if present")
+        if generator == "mini":
+            from .data.mini import MiniSizes
+
+            make.add_argument("--train-shards", type=int, default=MiniSizes.train_shards)
+            make.add_argument("--per-shard", type=int, default=MiniSizes.per_shard, help="clips per training shard")
+            make.add_argument("--test", type=int, default=MiniSizes.test, help="test clips per task")
+        make.set_defaults(func=_cmd_make_data, generator=generator)
 
     lst = sub.add_parser("list", help="list tasks, groups, recipes, encoders or metrics")
     lst.add_argument("what", nargs="?", default="all",
@@ -195,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     from .data.fetch import FetchError
     from .encoders import EncoderContractError
     from .llm import LLMLoadError
+    from .metrics.caption import CaptionMetricUnavailable
     from .registry import RegistryError
     from .runner import RunFailed
     from .train import TooManySkippedError
@@ -202,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (UserError, ConfigError, MissingDataError, EncoderContractError, RegistryError, RunFailed,
-            TooManySkippedError, LLMLoadError, FetchError, ValueError) as err:
+            TooManySkippedError, LLMLoadError, FetchError, CaptionMetricUnavailable, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1 if isinstance(err, (RunFailed, TooManySkippedError, FetchError)) else EXIT_USAGE
 

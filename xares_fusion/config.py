@@ -334,6 +334,7 @@ class OptimSpec:
     warmup_steps: int = 200
     scheduler: str = "cosine"
     max_grad_norm: float = 1.0
+    projector_lr_scale: float = 1.0  # learning rate of the projector relative to lr (officially 1)
     batch_size: int = 4
     seed: int = 42
     precision: str = "fp32"

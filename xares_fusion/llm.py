@@ -9,7 +9,7 @@ import torch
 from peft import LoraConfig, TaskType, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from . import toy_llm  # noqa: F401  (registers the built-in 'toy-llama')
+from . import offline_llm, toy_llm  # noqa: F401  (register 'smollm2-135m-instruct-offline', 'toy-llama')
 from .config import LLMSpec, LoraSpec
 from .registry import LLMS
 

@@ -109,9 +109,16 @@ class AudioLLM(torch.nn.Module):
         label_tensor = torch.full(attention.shape, -100, dtype=torch.long, device=embeds.device)
         for i, row_labels in enumerate(labels):
             label_tensor[i, :len(row_labels)] = torch.tensor(row_labels, device=embeds.device)
-        out = self.llm(inputs_embeds=embeds, attention_mask=attention, position_ids=positions, labels=label_tensor)
-        return LALMOutput(lm_loss=out.loss, aux_losses=aux,
-                          num_target_tokens=int((label_tensor[:, 1:] != -100).sum()))
+        # Position t predicts token t + 1: only positions followed by a target token need logits,
+        # so the vocabulary projection runs on those alone (the loss is the same mean over targets).
+        next_labels = torch.nn.functional.pad(label_tensor[:, 1:], (0, 1), value=-100)
+        keep = (next_labels != -100).any(0).nonzero().squeeze(-1)
+        logits = self.llm(inputs_embeds=embeds, attention_mask=attention, position_ids=positions,
+                          logits_to_keep=keep).logits
+        kept_labels = next_labels[:, keep]
+        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), kept_labels.reshape(-1),
+                                                 ignore_index=-100)
+        return LALMOutput(lm_loss=loss, aux_losses=aux, num_target_tokens=int((kept_labels != -100).sum()))
 
     @torch.no_grad()
     def generate(self, audio: torch.Tensor, audio_mask: torch.Tensor, prompts: list[str],

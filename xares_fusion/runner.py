@@ -24,6 +24,7 @@ from . import __version__
 from .config import ConfigError, RecipeConfig, TaskConfig, load_eval_tasks, load_recipe, load_task, stable_hash, to_dict
 from .data.mixture import MixtureStream, TrainSource, mixture_probabilities
 from .data.shards import require_shards, shard_base
+from .data.mini import make_mini
 from .data.synthetic import make_synthetic
 from .encoders import build_encoder, check_encoder
 from .evaluate import generate_predictions, score_rows
@@ -39,7 +40,7 @@ from .train import is_complete, load_final, train
 log = logging.getLogger("xares_fusion")
 
 PRECISION_TO_ACCELERATE = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
-GENERATORS = {"synthetic": make_synthetic}
+GENERATORS = {"synthetic": make_synthetic, "mini": make_mini}
 
 
 class RunFailed(RuntimeError):

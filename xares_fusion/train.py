@@ -47,13 +47,16 @@ class TrainSummary:
     seconds: float = 0.0
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices only (biases and norm gains excluded, as in the HF Trainer)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
+def _param_groups(model: torch.nn.Module, optim: OptimSpec) -> list[dict]:
+    """Weight decay on matrices only (biases and norm gains excluded, as in the HF Trainer); the
+    projector's learning rate scaled by ``optim.projector_lr_scale``."""
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            groups.setdefault((p.ndim >= 2, name.startswith("projector.")), []).append(p)
+    return [{"params": params, "weight_decay": optim.weight_decay if decay else 0.0,
+             "lr": optim.lr * (optim.projector_lr_scale if projector else 1.0)}
+            for (decay, projector), params in groups.items()]
 
 
 def _checkpoints(run_dir: Path) -> list[Path]:
@@ -110,7 +113,7 @@ def train(model: AudioLLM, batches: Iterable[dict], optim: OptimSpec, run_dir: P
     aux_loss_weights = aux_loss_weights or {}
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "checkpoints").mkdir(exist_ok=True)
-    optimizer = torch.optim.AdamW(_param_groups(model, optim.weight_decay), lr=optim.lr)
+    optimizer = torch.optim.AdamW(_param_groups(model, optim), lr=optim.lr)
     scheduler = get_scheduler(optim.scheduler, optimizer, num_warmup_steps=optim.warmup_steps,
                               num_training_steps=optim.max_steps)
     start, resumed_from = 0, None

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import soundfile as sf
@@ -27,3 +28,18 @@ def write_shard(path: Path, samples: Iterable[tuple[str, np.ndarray, dict]], sam
             sink.write({"__key__": key, "flac": buf.getvalue(), "json": json.dumps(meta, ensure_ascii=False).encode()})
             count += 1
     return count
+
+
+def build_once(root: Path, stamp: dict[str, Any], build: Callable[[], None], force: bool = False) -> Path:
+    """Run ``build`` to fill ``root`` unless it already holds a build with the same ``stamp``.
+
+    The stamp (generator version, seed, sizes) is written last, so an interrupted build is redone.
+    """
+    marker = root / "COMPLETE.json"
+    if not force and marker.is_file() and json.loads(marker.read_text()) == stamp:
+        return root
+    if root.exists():
+        shutil.rmtree(root)
+    build()
+    marker.write_text(json.dumps(stamp))
+    return root

