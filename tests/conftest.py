@@ -41,3 +41,18 @@ def toy_llm(isolated_homes: dict[str, Path]):
     from xares_fusion.llm import load_llm
 
     return load_llm(LLMSpec(name_or_path="toy-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A random two-layer Whisper (d_model 32) saved as a local checkpoint directory."""
+    import torch
+    from transformers import WhisperConfig, WhisperModel
+
+    path = tmp_path_factory.mktemp("tiny_whisper")
+    torch.manual_seed(0)
+    WhisperModel(WhisperConfig(d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
+                               decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                               vocab_size=100, pad_token_id=0, bos_token_id=1, eos_token_id=1,
+                               decoder_start_token_id=2)).save_pretrained(path)
+    return str(path)

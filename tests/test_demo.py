@@ -8,17 +8,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from xares_fusion.demo import DEMO_SYSTEMS, run_demo
+from xares_fusion.demo import DEMO_FUSION_NAME, demo_systems, run_demo
 
 
 def test_demo_path_writes_the_comparison(tmp_path: Path) -> None:
-    text = run_demo(tmp_path, max_steps=2, limit=2, progress=False)
+    text = run_demo(tmp_path, max_steps=2, limit=2, progress=False, with_fusion=True)
     table = pd.read_csv(tmp_path / "comparison.tsv", sep="\t", index_col=0)
-    assert list(table.columns) == ["metric", *DEMO_SYSTEMS]
+    systems = demo_systems(with_fusion=True)
+    assert list(table.columns) == ["metric", *systems] and DEMO_FUSION_NAME in systems
+    assert table[DEMO_FUSION_NAME].notna().all()
     assert {"mini-keywords", "mini-asr", "mini-captions", "Track A Overall", "Track B Overall", "Overall"} <= set(table.index)
     assert table.loc["Track B Overall", "metric"] == "weighted mean (unofficial)"
-    for encoder, args in DEMO_SYSTEMS.items():
-        record = json.loads((tmp_path / encoder / "result.json").read_text())
+    for name, (encoder, args) in systems.items():
+        record = json.loads((tmp_path / name / "result.json").read_text())
         assert record["system"]["encoder"] == encoder and record["system"]["encoder_args"] == args
         assert record["system"]["llm"] == "smollm2-135m-instruct-offline"
     assert "comparison.tsv" in text and "whisper-tiny.en-offline" in text

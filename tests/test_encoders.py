@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import (HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model, WavLMConfig, WavLMModel,
-                          WhisperConfig, WhisperModel)
+from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model, WavLMConfig, WavLMModel
 
 from xares_fusion.encoders import build_encoder, check_encoder
 from xares_fusion.encoders.masking import pool_frames
@@ -32,17 +31,6 @@ def _check(encoder: torch.nn.Module, expected_frames: list[int], zero_padding: b
     if zero_padding:
         assert torch.all(features[0, expected_frames[0]:] == 0)     # padding frames carry nothing
     return features
-
-
-@pytest.fixture(scope="module")
-def tiny_whisper(tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("tiny_whisper")
-    torch.manual_seed(0)
-    WhisperModel(WhisperConfig(d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
-                               decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                               vocab_size=100, pad_token_id=0, bos_token_id=1, eos_token_id=1,
-                               decoder_start_token_id=2)).save_pretrained(path)
-    return str(path)
 
 
 def test_whisper_50_fps_masks_and_hidden_states(tiny_whisper: str) -> None:

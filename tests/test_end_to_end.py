@@ -66,7 +66,7 @@ def test_training_learns_the_tone_task(trained: Path) -> None:
 
 def test_result_record_has_provenance(trained: Path) -> None:
     record = json.loads((trained / "result.json").read_text())
-    assert record["system"] == {"encoder": "logmel", "encoder_args": {}, "recipe": "tones-smoke",
+    assert record["system"] == {"name": "logmel", "encoder": "logmel", "encoder_args": {}, "recipe": "tones-smoke",
                                 "llm": "toy-llama", "precision": "fp32"}
     assert record["provenance"]["versions"]["torch"] and record["provenance"]["device"] == "cpu"
     assert record["recipe"]["optim"]["seed"] == 42 and record["recipe"]["model"]["lora"]["r"] == 8
@@ -156,5 +156,6 @@ def test_interrupted_run_resumes(recipe: Path, synthetic_root: Path, tmp_path: P
     resumed_at = int(checkpoints[-1].stem.split("-")[1])
     assert main(["run", "logmel", str(recipe), "tones", "--output-dir", str(out), "--no-progress"]) == 0
     record = json.loads((out / "result.json").read_text())
-    assert record["train"]["resumed_from"] == resumed_at and record["train"]["steps"] == 100
+    stage = record["train"]["stages"][0]
+    assert stage["resumed_from"] == resumed_at and stage["steps"] == 100
     assert (out / "COMPLETE.json").is_file() and record["tasks"][0]["score"] >= 0.9

@@ -11,6 +11,7 @@ from accelerate import Accelerator
 
 from xares_fusion.config import LoraSpec, OptimSpec
 from xares_fusion.encoders import build_encoder
+from xares_fusion.fusion import FusionContext, Stream
 from xares_fusion.llm import apply_lora
 from xares_fusion.model import AudioLLM
 from xares_fusion.projectors import LinearProjector, build_projector
@@ -41,8 +42,8 @@ def _clips(seconds: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_rows_are_contiguous_and_loss_only_on_targets(model: AudioLLM) -> None:
     audio, mask = _clips([0.5, 1.0])
-    features, fmask = model.encode(audio, mask)
-    embeds, emask, _ = model.embed_audio(features, fmask)
+    streams = model.encode(audio, mask)
+    embeds, emask, _ = model.embed_audio(streams, audio, mask, FusionContext())
     rows, labels = model._rows(embeds, emask, ["Classify.", "Classify."], ["low", "high"])
     prompt = model.tokenize(["Classify."], add_special_tokens=True)[0]
     for i, (target, frames) in enumerate([("low", 51), ("high", 101)]):
@@ -69,7 +70,7 @@ def test_answer_is_the_same_alone_and_in_a_batch_of_longer_clips(model: AudioLLM
     features, mask = _features([0.6, 2.5, 4.0])
     prompts = ["Classify the pitch."] * 3
     # Next-token logits of the first clip, left-padded inside the batch vs alone.
-    embeds, emask, _ = model.embed_audio(features, mask)
+    embeds, emask, _ = model.embed_audio([Stream(features, mask)], None, None, FusionContext())
     batch_in = model._pad(model._rows(embeds, emask, prompts, None)[0], left=True)
     alone_in = model._pad(model._rows(embeds[:1, :60], emask[:1, :60], prompts[:1], None)[0], left=True)
     assert batch_in[2][0, -1] == alone_in[2][0, -1] == 60 + len(model.tokenize(prompts[:1], True)[0]) - 1
@@ -79,8 +80,8 @@ def test_answer_is_the_same_alone_and_in_a_batch_of_longer_clips(model: AudioLLM
     torch.testing.assert_close(batch_logits[0, -1], alone_logits[0, -1], atol=1e-4, rtol=1e-4)
     # generate() itself: the same greedy tokens (a few steps; a random model has near-ties later).
     kwargs = {"max_new_tokens": 4, "repetition_penalty": 1.05}
-    batched = model.generate(None, None, prompts, features=features, feature_mask=mask, **kwargs)
-    alone = model.generate(None, None, prompts[:1], features=features[:1, :60], feature_mask=mask[:1, :60], **kwargs)
+    batched = model.generate(None, None, prompts, streams=[Stream(features, mask)], **kwargs)
+    alone = model.generate(None, None, prompts[:1], streams=[Stream(features[:1, :60], mask[:1, :60])], **kwargs)
     assert batched[0] == alone[0] and alone[0] != ""
 
 
@@ -88,8 +89,8 @@ def test_batch_loss_is_the_token_weighted_mean_of_row_losses(model: AudioLLM) ->
     model.eval()
     features, mask = _features([0.6, 2.0])
     targets = ["low", "high then mid"]
-    batch = model(None, None, ["Describe."] * 2, targets, features=features, feature_mask=mask)
-    rows = [model(None, None, ["Describe."], [targets[i]], features=features[i:i + 1, :n], feature_mask=mask[i:i + 1, :n])
+    batch = model(None, None, ["Describe."] * 2, targets, streams=[Stream(features, mask)])
+    rows = [model(None, None, ["Describe."], [targets[i]], streams=[Stream(features[i:i + 1, :n], mask[i:i + 1, :n])])
             for i, n in enumerate([60, 200])]
     weighted = sum(r.lm_loss * r.num_target_tokens for r in rows) / sum(r.num_target_tokens for r in rows)
     assert batch.num_target_tokens == sum(r.num_target_tokens for r in rows)
@@ -139,3 +140,17 @@ def test_param_groups_decay_and_projector_learning_rate(model: AudioLLM) -> None
         assert group["lr"] == pytest.approx(1e-2 if projector else 1e-3)
         assert group["weight_decay"] == (0.01 if all(dict(model.named_parameters())[n].ndim >= 2 for n in names) else 0.0)
     assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in model.parameters())
+
+
+def test_prompt_before_audio_puts_the_prompt_first(model: AudioLLM) -> None:
+    features, mask = _features([0.5])
+    embeds, emask, _ = model.embed_audio([Stream(features, mask)], None, None, FusionContext())
+    model.prompt_before_audio = True
+    try:
+        rows, labels = model._rows(embeds, emask, ["Classify."], ["low"])
+    finally:
+        model.prompt_before_audio = False
+    prompt = model.tokenize(["Classify."], add_special_tokens=True)[0]
+    frames = int(mask.sum())
+    torch.testing.assert_close(rows[0][len(prompt):len(prompt) + frames], embeds[0, :frames])
+    assert labels[0][:frames + len(prompt)] == [-100] * (frames + len(prompt))

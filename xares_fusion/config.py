@@ -294,6 +294,7 @@ class ModelSpec:
     llm: LLMSpec = field(default_factory=LLMSpec)
     lora: LoraSpec = field(default_factory=LoraSpec)
     aux_loss_weights: dict[str, float] = field(default_factory=dict)
+    prompt_before_audio: bool = False  # official order: [audio][prompt]; PaM puts the prompt first
 
 
 @dataclass
@@ -352,6 +353,51 @@ class OptimSpec:
                 raise ConfigError(f"{source}: field '{prefix}.{name}' must be >= 1, got {getattr(self, name)}.")
 
 
+TRAINABLE_PARTS = ("projector", "llm_lora", "front_end", "encoder_lora")
+
+
+@dataclass
+class EncoderLoraSpec:
+    """LoRA on one sub-encoder of a fusion (implicit injection, seed 000 §2.4.1: r 16, alpha 32,
+    dropout 0.05 on Dasheng's qkv)."""
+
+    encoder: int = 1
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["qkv"])
+
+
+@dataclass
+class StageSpec:
+    """One stage of a multi-stage recipe: what trains, optimiser changes, and a merge after it.
+
+    ``train`` lists parts among projector, llm_lora, front_end (the fusion's own parameters) and
+    encoder_lora (adapters the stage attaches with ``encoder_lora``); everything else is frozen.
+    ``merge: true`` folds the stage's encoder LoRA into the encoder when the stage ends.
+    """
+
+    name: str
+    train: list[str] = field(default_factory=lambda: ["projector", "llm_lora", "front_end"])
+    optim: dict[str, Any] = field(default_factory=dict)
+    encoder_lora: EncoderLoraSpec | None = None
+    merge: bool = False
+
+    def validate(self, source: str, prefix: str) -> None:
+        unknown = sorted(set(self.train) - set(TRAINABLE_PARTS))
+        if unknown:
+            raise ConfigError(f"{source}: field '{prefix}.train' has unknown part(s) {unknown}; "
+                              f"choose from {list(TRAINABLE_PARTS)}.")
+        fields = {f.name for f in dataclasses.fields(OptimSpec)}
+        bad = sorted(set(self.optim) - fields)
+        if bad:
+            raise ConfigError(f"{source}: field '{prefix}.optim' has unknown key(s) {bad}; valid: {sorted(fields)}.")
+        if self.merge and self.encoder_lora is None:
+            raise ConfigError(f"{source}: field '{prefix}.merge' is true but the stage attaches no encoder_lora.")
+        if "encoder_lora" in self.train and self.encoder_lora is None:
+            raise ConfigError(f"{source}: field '{prefix}.train' lists encoder_lora; add '{prefix}.encoder_lora'.")
+
+
 @dataclass
 class RecipeConfig:
     """A training recipe: what model to build, what data to mix, how to optimise."""
@@ -361,11 +407,15 @@ class RecipeConfig:
     data: DataMixtureSpec = field(default_factory=DataMixtureSpec)
     optim: OptimSpec = field(default_factory=OptimSpec)
     eval: str | None = None  # default evaluation group/task when the CLI names none
+    stages: list[StageSpec] = field(default_factory=list)  # empty: one stage training everything trainable
     description: str | None = None
     aliases: list[str] = field(default_factory=list)
     source: str = ""
 
     def validate(self, source: str, prefix: str) -> None:
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{source}: field 'stages' repeats a stage name ({names}); names must be unique.")
         if not self.data.mixture:
             raise ConfigError(f"{source}: field 'data.mixture' is empty; list the training tasks, "
                               f"e.g. 'mixture: [{{task: esc-50}}]'.")
@@ -440,7 +490,8 @@ def catalogue(kind: str) -> dict[str, str]:
 def _kind_of(data: dict) -> str:
     if "tasks" in data:
         return "group"
-    if isinstance(data.get("data"), dict) and "mixture" in data["data"]:
+    if (isinstance(data.get("data"), dict) and "mixture" in data["data"]) or any(
+            key in data for key in ("model", "optim", "stages")):
         return "recipe"
     return "task"
 
@@ -502,23 +553,24 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def _task_data(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    """A task file's mapping with ``extends: BASE`` resolved (the file's fields win, mappings merge)."""
+def _extended_data(path: Path, kind: str, seen: tuple[Path, ...] = ()) -> dict:
+    """A task or recipe file's mapping with ``extends: BASE`` resolved (the file's fields win,
+    mappings merge, lists are replaced)."""
     data = load_yaml(path)
     base_ref = data.pop("extends", None)
     if base_ref is None:
         return data
-    base_path = resolve_config_path(str(base_ref), "tasks")
+    base_path = resolve_config_path(str(base_ref), kind)
     if base_path.resolve() in seen or base_path.resolve() == path.resolve():
         raise ConfigError(f"{path}: field 'extends' forms a cycle ({base_ref!r}).")
-    base = _task_data(base_path, seen + (path.resolve(),))
+    base = _extended_data(base_path, kind, seen + (path.resolve(),))
     base.pop("aliases", None)  # aliases name the base file, not its variants
     return _deep_merge(base, data)
 
 
 def load_task(ref: str | Path) -> TaskConfig:
     path = resolve_config_path(str(ref), "tasks")
-    data = _task_data(path)
+    data = _extended_data(path, "tasks")
     if "tasks" in data:
         raise ConfigError(f"{path}: this is a task group, not a single task.")
     task = from_dict(TaskConfig, data, str(path))
@@ -547,10 +599,29 @@ def load_eval_tasks(ref: str) -> tuple[str, list[TaskConfig]]:
     return group.name, tasks
 
 
-def load_recipe(ref: str, overrides: list[str] | None = None) -> RecipeConfig:
-    """Load a recipe by name or path and apply ``--set`` overrides before validation."""
+FRONT_END_SECTIONS = ("model", "optim", "stages")
+
+
+def load_recipe(ref: str, overrides: list[str] | None = None, front_end: str | None = None) -> RecipeConfig:
+    """Load a recipe by name or path and apply ``--set`` overrides before validation.
+
+    ``front_end``: a recipe file (e.g. ``recipes/fusion/gated.yaml``) whose model, optim and stages
+    replace the recipe's own, so that a fusion system trains on any data mixture (its data and
+    eval sections are ignored).
+    """
     path = resolve_config_path(ref, "recipes")
-    data = apply_overrides(load_yaml(path), overrides or [], str(path))
+    data = _extended_data(path, "recipes")
+    if front_end is not None:
+        front_path = resolve_config_path(front_end, "recipes")
+        front = _extended_data(front_path, "recipes")
+        if not isinstance(front.get("model"), dict) or not front["model"].get("encoder"):
+            raise ConfigError(f"{front_path}: field 'model.encoder' is missing; a front-end file given as ENCODER "
+                              f"is a recipe whose 'model' section names the encoder or fusion.")
+        for section in FRONT_END_SECTIONS:
+            if section in front:
+                data[section] = front[section]
+        path = Path(f"{path} + {front_path}")
+    data = apply_overrides(data, overrides or [], str(path))
     source = str(path) + (" (with --set overrides)" if overrides else "")
     recipe = from_dict(RecipeConfig, data, source)
     recipe.source = str(path)

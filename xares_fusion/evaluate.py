@@ -41,7 +41,7 @@ def _generate_batch(model: AudioLLM, batch: list[tuple[Sample, int]], prompt: st
     audio, mask = pad_audio([s.audio for s, _ in batch])
     with accelerator.autocast():
         answers = model.generate(audio.to(accelerator.device), mask.to(accelerator.device),
-                                 [prompt] * len(batch), **task.generation)
+                                 [prompt] * len(batch), tasks=[task.name] * len(batch), **task.generation)
     return [(s.index, r, s.key, answer, s.texts[r])
             for (s, n_rows), answer in zip(batch, answers) for r in range(n_rows)]
 

@@ -12,10 +12,13 @@ This module knows no files and no CLI: it receives built modules and batches of 
 from __future__ import annotations
 
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 from transformers import PreTrainedTokenizerBase
+
+from .fusion import FusionContext, Stream
 
 
 @dataclass
@@ -31,34 +34,86 @@ class AudioLLM(torch.nn.Module):
     """Audio front-end + projector + decoder-only LLM (already LoRA-wrapped and frozen)."""
 
     def __init__(self, encoder: torch.nn.Module, projector: torch.nn.Module, llm: torch.nn.Module,
-                 tokenizer: PreTrainedTokenizerBase) -> None:
+                 tokenizer: PreTrainedTokenizerBase, prompt_before_audio: bool = False,
+                 task_vocab: list[str] | None = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.projector = projector
         self.llm = llm
         self.tokenizer = tokenizer
-        self.encoder.requires_grad_(bool(getattr(encoder, "trainable", False)))
+        self.prompt_before_audio = prompt_before_audio
+        self.task_vocab = list(task_vocab or [])
+        self.is_fusion = hasattr(encoder, "encode_streams")
+        if not getattr(encoder, "trainable", False):
+            self.encoder.requires_grad_(False)
+        if getattr(encoder, "needs_prompt_state", False):
+            encoder.bind_prompt_dim(llm.config.hidden_size)
 
     # -- audio path -------------------------------------------------------------------------
-    def encode(self, audio: torch.Tensor, audio_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the frozen encoder in eval mode without gradients (a separate step, so that a
-        feature cache can replace it). Returns features [B, T, D] and a long mask [B, T]."""
+    def encode(self, audio: torch.Tensor, audio_mask: torch.Tensor | None) -> list[Stream | None]:
+        """The frozen step (a feature cache can replace it): every frozen encoder's output, run in
+        eval mode without gradients. A fusion gives one stream per sub-encoder; a trainable
+        encoder gives None (it runs with gradients in :meth:`embed_audio`)."""
+        if self.is_fusion:
+            return self.encoder.encode_streams(audio, audio_mask)
+        if getattr(self.encoder, "trainable", False):
+            return [None]
         self.encoder.eval()
         with torch.no_grad():
             features, mask = self.encoder(audio, audio_mask)
         if mask is None:
             mask = torch.ones(features.shape[:2], dtype=torch.long, device=features.device)
-        return features.detach(), mask.long()
+        return [Stream(features.detach(), mask.long(), getattr(self.encoder, "frame_rate", None))]
 
-    def embed_audio(self, features: torch.Tensor, mask: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """Trainable part of the audio path: projector (and its auxiliary losses)."""
+    def embed_audio(self, streams: list[Stream | None], audio: torch.Tensor | None, audio_mask: torch.Tensor | None,
+                    context: FusionContext) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Trainable part of the audio path: fusion (if any) and projector, with their named
+        auxiliary losses."""
+        if self.is_fusion:
+            features, mask = self.encoder.fuse(streams, audio, audio_mask, context)
+        elif streams[0] is None:
+            features, mask = self.encoder(audio, audio_mask)
+        else:
+            features, mask = streams[0].features, streams[0].mask
         param = next(self.projector.parameters(), None)
         if param is not None:
             features = features.to(param.dtype)
-        embeds, mask = self.projector(features, mask)
-        aux = dict(getattr(self.projector, "aux_losses", None) or {})
+        if getattr(self.projector, "uses_context", False):
+            embeds, mask = self.projector(features, mask, context)
+        else:
+            embeds, mask = self.projector(features, mask)
+        aux = {**(getattr(self.encoder, "aux_losses", None) or {}), **(getattr(self.projector, "aux_losses", None) or {})}
         return embeds, mask.long(), aux
+
+    def _context(self, prompts: list[str], tasks: list[str] | None) -> FusionContext:
+        """Task names and, for fusions that route on the prompt (PaM), the LLM's last-layer hidden
+        states of each prompt averaged over its tokens (seed 002 eq. 7 feeds "the last hidden
+        states of the prompt" to an FFN; the mean keeps prompts that end alike apart). They come
+        from the base LLM with its LoRA adapters switched off, without gradients: a prompt's
+        route then does not drift while the adapters train."""
+        states = None
+        if getattr(self.encoder, "needs_prompt_state", False):
+            ids = self.tokenize(prompts, add_special_tokens=True)
+            device = self.llm.get_input_embeddings().weight.device
+            rows = [self._token_embeddings(row, device) for row in ids]
+            embeds, attention, positions = self._pad(rows, left=False)
+            adapters_off = self.llm.disable_adapter() if hasattr(self.llm, "disable_adapter") else nullcontext()
+            with torch.no_grad(), adapters_off:
+                hidden = self.llm(inputs_embeds=embeds, attention_mask=attention, position_ids=positions,
+                                  output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
+            weights = attention[..., None].to(hidden.dtype)
+            states = ((hidden * weights).sum(1) / weights.sum(1)).float()
+        return FusionContext(tasks=tasks, prompt_states=states, task_vocab=self.task_vocab)
+
+    def routing_stats(self) -> dict[str, dict]:
+        """Routing/gating statistics of the front-end and projector since the last reset."""
+        return {part: module.routing_stats() for part, module in (("front_end", self.encoder), ("projector", self.projector))
+                if hasattr(module, "routing_stats")}
+
+    def reset_routing_stats(self) -> None:
+        for module in (self.encoder, self.projector):
+            if hasattr(module, "reset_stats"):
+                module.reset_stats()
 
     # -- text path --------------------------------------------------------------------------
     def tokenize(self, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
@@ -78,9 +133,10 @@ class AudioLLM(torch.nn.Module):
         rows, labels = [], []
         for i in range(audio_embeds.shape[0]):
             audio_part = audio_embeds[i][audio_mask[i].bool()]
-            text_ids = prompt_ids[i] + target_ids[i] + eos
-            text_part = self._token_embeddings(text_ids, audio_embeds.device).to(audio_part.dtype)
-            rows.append(torch.cat([audio_part, text_part], dim=0))
+            prompt_part = self._token_embeddings(prompt_ids[i], audio_embeds.device).to(audio_part.dtype)
+            target_part = self._token_embeddings(target_ids[i] + eos, audio_embeds.device).to(audio_part.dtype)
+            context = [prompt_part, audio_part] if self.prompt_before_audio else [audio_part, prompt_part]
+            rows.append(torch.cat([*context, target_part], dim=0))
             labels.append([-100] * (audio_part.shape[0] + len(prompt_ids[i])) + target_ids[i] + eos)
         return rows, labels
 
@@ -98,12 +154,14 @@ class AudioLLM(torch.nn.Module):
         return embeds, mask, positions
 
     # -- training and generation ------------------------------------------------------------
-    def forward(self, audio: torch.Tensor, audio_mask: torch.Tensor, prompts: list[str], targets: list[str],
-                features: torch.Tensor | None = None, feature_mask: torch.Tensor | None = None) -> LALMOutput:
-        """Next-token loss on target tokens (+EOS) only. ``features`` skip the encoder (cache)."""
-        if features is None:
-            features, feature_mask = self.encode(audio, audio_mask)
-        audio_embeds, embed_mask, aux = self.embed_audio(features, feature_mask)
+    def forward(self, audio: torch.Tensor | None, audio_mask: torch.Tensor | None, prompts: list[str],
+                targets: list[str], tasks: list[str] | None = None, streams: list[Stream | None] | None = None
+                ) -> LALMOutput:
+        """Next-token loss on target tokens (+EOS) only. ``streams`` (the output of :meth:`encode`,
+        e.g. from a cache) skip the frozen encoders; ``tasks`` name each row's task."""
+        if streams is None:
+            streams = self.encode(audio, audio_mask)
+        audio_embeds, embed_mask, aux = self.embed_audio(streams, audio, audio_mask, self._context(prompts, tasks))
         rows, labels = self._rows(audio_embeds, embed_mask, prompts, targets)
         embeds, attention, positions = self._pad(rows, left=False)
         label_tensor = torch.full(attention.shape, -100, dtype=torch.long, device=embeds.device)
@@ -121,13 +179,13 @@ class AudioLLM(torch.nn.Module):
         return LALMOutput(lm_loss=loss, aux_losses=aux, num_target_tokens=int((kept_labels != -100).sum()))
 
     @torch.no_grad()
-    def generate(self, audio: torch.Tensor, audio_mask: torch.Tensor, prompts: list[str],
-                 features: torch.Tensor | None = None, feature_mask: torch.Tensor | None = None,
+    def generate(self, audio: torch.Tensor | None, audio_mask: torch.Tensor | None, prompts: list[str],
+                 tasks: list[str] | None = None, streams: list[Stream | None] | None = None,
                  **generation_kwargs) -> list[str]:
         """Greedy answers for a batch of clips, decoded and stripped."""
-        if features is None:
-            features, feature_mask = self.encode(audio, audio_mask)
-        audio_embeds, embed_mask, _ = self.embed_audio(features, feature_mask)
+        if streams is None:
+            streams = self.encode(audio, audio_mask)
+        audio_embeds, embed_mask, _ = self.embed_audio(streams, audio, audio_mask, self._context(prompts, tasks))
         rows, _ = self._rows(audio_embeds, embed_mask, prompts, None)
         embeds, attention, _ = self._pad(rows, left=True)
         kwargs = {"do_sample": False, "num_beams": 1, "pad_token_id": self.tokenizer.pad_token_id,

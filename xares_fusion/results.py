@@ -34,6 +34,7 @@ class TaskResult:
     error: str | None = None
     cache_key: str | None = None
     unofficial: bool = False
+    routing: dict[str, Any] | None = None  # routing/gating statistics of fusions and MoE projectors
 
 
 def weighted_overall(results: list[TaskResult]) -> float | None:

@@ -33,6 +33,7 @@ from .metrics.caption import CaptionMetricUnavailable
 from .model import AudioLLM
 from .projectors import build_projector
 from .registry import encoder_display_name
+from .stages import attach_encoder_lora, merge_encoder_lora, set_trainable, stage_parts
 from .results import (RECORD_FILE, RECORD_VERSION, SCORES_FILE, TaskResult, format_table, provenance,
                       record_tasks, weighted_overall, write_record, write_scores)
 from .train import is_complete, load_final, train
@@ -84,6 +85,7 @@ class Plan:
     run_dir: Path
     run_hash: str
     identity: dict[str, Any]
+    system_name: str
 
 
 def _ensure_generated(task: TaskConfig, split: str) -> None:
@@ -110,8 +112,9 @@ def plan_run(request: RunRequest, state: PartialState | None = None) -> Plan:
     overrides = list(request.overrides)
     if request.max_steps is not None:
         overrides.append(f"optim.max_steps={request.max_steps}")
-    recipe = load_recipe(request.train, overrides)
-    encoder = request.encoder or recipe.model.encoder
+    front_end = request.encoder if _is_front_end_file(request.encoder) else None
+    recipe = load_recipe(request.train, overrides, front_end=front_end)
+    encoder = recipe.model.encoder if front_end else (request.encoder or recipe.model.encoder)
     if not encoder:
         raise ConfigError(f"{recipe.source}: no encoder given. Name one on the command line "
                           f"(xares-fusion run ENCODER ...) or set model.encoder in the recipe.")
@@ -140,11 +143,18 @@ def plan_run(request: RunRequest, state: PartialState | None = None) -> Plan:
     identity = {"harness": __version__, "recipe": recipe_identity,
                 "train_tasks": [_train_identity(t) for t in train_tasks]}
     run_hash = stable_hash(identity)
-    run_dir = request.output_dir or Path("experiments") / recipe.name / encoder_display_name(encoder)
+    system_name = Path(front_end).stem if front_end else encoder_display_name(encoder)
+    run_dir = request.output_dir or Path("experiments") / recipe.name / system_name
     if state.is_main_process:
         _claim_run_dir(run_dir, run_hash, identity)
     state.wait_for_everyone()
-    return Plan(recipe, encoder, encoder_args, eval_group, eval_tasks, sources, run_dir, run_hash, identity)
+    return Plan(recipe, encoder, encoder_args, eval_group, eval_tasks, sources, run_dir, run_hash, identity,
+                system_name)
+
+
+def _is_front_end_file(ref: str | None) -> bool:
+    """ENCODER given as a recipe file (e.g. recipes/fusion/gated.yaml): its model section is the front-end."""
+    return bool(ref) and Path(ref).suffix in (".yaml", ".yml")
 
 
 def _claim_run_dir(run_dir: Path, run_hash: str, identity: dict[str, Any]) -> None:
@@ -163,8 +173,9 @@ def _claim_run_dir(run_dir: Path, run_hash: str, identity: dict[str, Any]) -> No
     marker.write_text(json.dumps({"run_hash": run_hash, "identity": identity}, indent=2, default=str))
 
 
-def build_model(recipe: RecipeConfig) -> AudioLLM:
-    """Encoder (checked against the contract) + projector + LLM with LoRA, seeded."""
+def build_model(recipe: RecipeConfig, task_vocab: list[str] | None = None) -> AudioLLM:
+    """Encoder or fusion (checked against the contract) + projector + LLM with LoRA, seeded.
+    ``task_vocab``: the training tasks in mixture order (prompt-routed fusions map tasks to experts)."""
     set_seed(recipe.optim.seed)
     encoder = build_encoder(recipe.model.encoder, recipe.model.encoder_args)
     summary = check_encoder(recipe.model.encoder, encoder=encoder)
@@ -173,7 +184,8 @@ def build_model(recipe: RecipeConfig) -> AudioLLM:
     llm = apply_lora(llm, recipe.model.lora)
     projector = build_projector(recipe.model.projector.name, encoder.output_dim, llm.config.hidden_size,
                                 recipe.model.projector.args)
-    return AudioLLM(encoder, projector, llm, tokenizer)
+    return AudioLLM(encoder, projector, llm, tokenizer, prompt_before_audio=recipe.model.prompt_before_audio,
+                    task_vocab=task_vocab)
 
 
 def _attach_log_file(run_dir: Path) -> logging.Handler:
@@ -201,29 +213,17 @@ def _run_planned(plan: Plan, request: RunRequest, accelerator: Accelerator) -> R
     recipe, run_dir = plan.recipe, plan.run_dir
     log.info("run %s: encoder %s, recipe %s, eval %s -> %s", plan.run_hash, plan.encoder, recipe.name,
              plan.eval_group, run_dir)
-    model = build_model(recipe).to(accelerator.device)
-    trained = not is_complete(run_dir)
-    if trained:
-        stream = MixtureStream(plan.sources, recipe.optim.batch_size, recipe.data.crop_seconds,
-                               recipe.data.sample_rate, recipe.optim.seed, rank=accelerator.process_index,
-                               start_step=_resume_step(run_dir), shuffle_buffer=recipe.data.shuffle_buffer)
-        loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=recipe.data.num_workers)
-        summary = train(model, loader, recipe.optim, run_dir, accelerator, recipe.model.aux_loss_weights,
-                        recipe.data.max_skip_fraction, completion_info={"run_hash": plan.run_hash},
-                        progress=request.progress)
-        train_info = {**dataclasses.asdict(summary), "trained_this_invocation": True}
-    else:
-        marker = load_final(model, run_dir)
-        log.info("run already complete (%s steps); reusing its final weights", marker.get("steps"))
-        train_info = {"steps": marker.get("steps"), "loss_history": marker.get("loss_history", []),
-                      "skips": marker.get("skips", {}), "trained_this_invocation": False}
+    model = build_model(recipe, [src.task for src in plan.sources]).to(accelerator.device)
+    train_info = train_stages(model, plan, request, accelerator)
+    trained = train_info["trained_this_invocation"]
 
     results = [_evaluate_task(model, task, plan, request, accelerator) for task in plan.eval_tasks]
     overall = weighted_overall(results)
     record = {
         "record_version": RECORD_VERSION,
         "run_hash": plan.run_hash,
-        "system": {"encoder": plan.encoder, "encoder_args": plan.encoder_args, "recipe": recipe.name,
+        "system": {"name": plan.system_name, "encoder": plan.encoder, "encoder_args": plan.encoder_args,
+                   "recipe": recipe.name,
                    "llm": recipe.model.llm.name_or_path, "precision": recipe.optim.precision},
         "eval_group": plan.eval_group,
         "limit": request.limit,
@@ -245,6 +245,49 @@ def _run_planned(plan: Plan, request: RunRequest, accelerator: Accelerator) -> R
     return RunResult(run_dir, results, overall, record, trained)
 
 
+def train_stages(model: AudioLLM, plan: Plan, request: RunRequest, accelerator: Accelerator) -> dict[str, Any]:
+    """Run (or reload) every stage of the recipe in order, with its merges; one stage when the
+    recipe lists none. A finished stage is replayed from its final weights, so a run resumes
+    mid-way and evaluation after a multi-stage run sees the merged encoders."""
+    train_info: dict[str, Any] = {"stages": [], "trained_this_invocation": False}
+    for stage in plan.recipe.stages or [None]:
+        stage_dir = plan.run_dir if stage is None else plan.run_dir / "stages" / stage.name
+        if stage is not None and stage.encoder_lora is not None:
+            attach_encoder_lora(model, stage.encoder_lora)
+            model.to(accelerator.device)
+        trainable = set_trainable(model, stage_parts(stage))
+        if is_complete(stage_dir):
+            marker = load_final(model, stage_dir)
+            log.info("stage %s already complete (%s steps); reusing its final weights",
+                     stage.name if stage else "train", marker.get("steps"))
+            info = {"steps": marker.get("steps"), "loss_history": marker.get("loss_history", []),
+                    "skips": marker.get("skips", {}), "trained_this_invocation": False}
+        else:
+            info = _train_stage(model, plan, stage, stage_dir, request, accelerator, trainable)
+            train_info["trained_this_invocation"] = True
+        train_info["stages"].append({"name": stage.name if stage else "train", **info})
+        if stage is not None and stage.merge:
+            merge_encoder_lora(model, stage.encoder_lora)
+    return train_info
+
+
+def _train_stage(model: AudioLLM, plan: Plan, stage, stage_dir: Path, request: RunRequest,
+                 accelerator: Accelerator, trainable: int) -> dict[str, Any]:
+    recipe = plan.recipe
+    optim = dataclasses.replace(recipe.optim, **stage.optim) if stage is not None else recipe.optim
+    log.info("training %s: %d trainable parameters, %d steps", stage.name if stage else "the model", trainable,
+             optim.max_steps)
+    stream = MixtureStream(plan.sources, optim.batch_size, recipe.data.crop_seconds, recipe.data.sample_rate,
+                           optim.seed, rank=accelerator.process_index, start_step=_resume_step(stage_dir),
+                           shuffle_buffer=recipe.data.shuffle_buffer)
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=recipe.data.num_workers)
+    weights = {**getattr(model.encoder, "default_aux_weights", {}), **getattr(model.projector, "default_aux_weights", {}),
+               **recipe.model.aux_loss_weights}
+    summary = train(model, loader, optim, stage_dir, accelerator, weights, recipe.data.max_skip_fraction,
+                    completion_info={"run_hash": plan.run_hash}, progress=request.progress)
+    return {**dataclasses.asdict(summary), "trained_this_invocation": True}
+
+
 def _resume_step(run_dir: Path) -> int:
     checkpoints = sorted((run_dir / "checkpoints").glob("step-*.pt"))
     return int(checkpoints[-1].stem.split("-")[1]) if checkpoints else 0
@@ -262,10 +305,12 @@ def _evaluate_task(model: AudioLLM, task: TaskConfig, plan: Plan, request: RunRe
             log.info("%s: cached score %s", task.name, cached["score"])
             return TaskResult(**cached)
     started = time.time()
+    model.reset_routing_stats()
     outcome = generate_predictions(model, task, accelerator, request.limit, plan.recipe.data.sample_rate,
                                    progress=request.progress)
     result = TaskResult(task=task.name, metric=task.metric, score=None, weight=task.weight, track=task.track,
-                        rows=len(outcome.rows), skips=outcome.skips.as_dict(), cache_key=cache_key)
+                        rows=len(outcome.rows), skips=outcome.skips.as_dict(), cache_key=cache_key,
+                        routing=model.routing_stats() or None)
     if accelerator.is_main_process:
         outcome.rows.to_csv(predictions_file, index=False)
     lost = outcome.skips.skipped / max(1, outcome.skips.seen)

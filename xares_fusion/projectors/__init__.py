@@ -21,6 +21,9 @@ class LinearProjector(torch.nn.Module):
         return self.proj(features), mask
 
 
+from . import moe_adapter  # noqa: E402,F401  (registers 'moe-adapter', 'dense-ffn')
+
+
 def build_projector(name: str, in_dim: int, out_dim: int, args: dict[str, Any] | None = None) -> torch.nn.Module:
     """Instantiate a registered projector. Projectors take and return (features, mask) so that
     downsampling projectors can shorten the mask with the frames; they may expose ``aux_losses``."""

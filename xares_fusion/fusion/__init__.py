@@ -1,0 +1,12 @@
+"""Fusion front-ends: several encoders combined into one stream, each registered as an encoder."""
+
+from .base import FusionContext, FusionFrontEnd, RoutingStats, StftBranch
+from .mowe import MoWEFusion
+from .operators import AverageFusion, ConcatFusion, ExplicitInjectionFusion, GatedFusion, MoEFusion
+from .pam import PaMFusion
+from .qformer import WindowQFormerFusion
+from .streams import AlignmentError, Stream, align_streams
+
+__all__ = ["AlignmentError", "AverageFusion", "ConcatFusion", "ExplicitInjectionFusion", "FusionContext",
+           "FusionFrontEnd", "GatedFusion", "MoEFusion", "MoWEFusion", "PaMFusion", "RoutingStats", "StftBranch",
+           "Stream", "WindowQFormerFusion", "align_streams"]
