@@ -43,6 +43,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     print(run_demo(args.output_dir or Path("experiments") / "demo", max_steps=args.max_steps, limit=args.limit,
+                   with_fusion=args.with_fusion,
                    progress=not args.no_progress))
     return 0
 
@@ -54,6 +55,23 @@ def _cmd_check_encoder(args: argparse.Namespace) -> int:
     print(f"PASS {args.encoder}: output_dim={summary['output_dim']}, valid frames for 1 s / 2 s clips = "
           f"{summary['frames']}, frame rate ~{summary['frame_rate_measured']:.1f}/s"
           + (f" (declared {summary['frame_rate_declared']})" if summary["frame_rate_declared"] else ""))
+    return 0
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from .leaderboard.report import SUFFIX, make_report, update_readme
+
+    if args.update_readme:
+        folder = args.out or Path("leaderboard")
+        print(f"wrote {update_readme(folder)}")
+        return 0
+    results = args.results or ([Path("experiments")] if Path("experiments").is_dir() and not args.with_reference else [])
+    text, images = make_report(results, args.format, args.baseline, args.out, args.with_reference, args.names)
+    print(text)
+    if args.out is not None:
+        table = args.out / f"leaderboard.{SUFFIX[args.format]}"
+        table.write_text(text)
+        print(f"wrote {table}" + "".join(f", {p}" for p in images))
     return 0
 
 
@@ -158,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the offline demo: mini suite, three encoders, SmolLM2 (about 15 min on CPU)")
     demo.add_argument("--max-steps", type=int, default=None, help="training steps per encoder (default: the recipe's)")
     demo.add_argument("--limit", type=int, default=None, help="at most N eval rows per task")
+    demo.add_argument("--with-fusion", action="store_true",
+                      help="also train the gated fusion of whisper-tiny.en-offline + logmel (a fourth column)")
     add_run_options(demo)
     demo.set_defaults(func=_cmd_demo)
 
@@ -171,6 +191,19 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--metric", required=True, help="Accuracy, mAP, iWER, iCER, ...")
     score.add_argument("--metric-args", type=_json_object, default={}, help="e.g. '{\"num_classes\": 200}'")
     score.set_defaults(func=_cmd_score)
+
+    board = sub.add_parser("leaderboard", help="comparison tables (and plots) from stored result records")
+    board.add_argument("results", nargs="*", type=Path,
+                       help="run directories (searched for result.json) or record files (default: experiments/)")
+    board.add_argument("--format", default="md", choices=["md", "csv", "latex", "html"])
+    board.add_argument("--baseline", default=None, help="a system label: adds a Δ column per other system")
+    board.add_argument("--out", type=Path, default=None, help="write leaderboard.<ext> and PNG plots here")
+    board.add_argument("--with-reference", action="store_true",
+                       help="add the published tables of leaderboard/reference/ (labelled as published)")
+    board.add_argument("--names", type=Path, default=None, help="YAML renaming systems: {auto label: {label, group}}")
+    board.add_argument("--update-readme", action="store_true",
+                       help="regenerate leaderboard/README.md (or --out DIR/README.md) from its runs/ and reference/")
+    board.set_defaults(func=_cmd_leaderboard)
 
     for generator, text in (("mini", "synthesise the mini suite (speech from eSpeak NG, sounds from numpy)"),
                             ("synthetic", "write the synthetic tone shards (smoke tests)")):

@@ -1,0 +1,134 @@
+"""Gather systems for the leaderboard: our result records (grouped into runs of one system) and
+published reference tables."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import ConfigError, load_yaml
+from ..results import RECORD_FILE
+
+
+@dataclass
+class System:
+    """One leaderboard column: per-task scores of one or more runs, or published mean ± std.
+
+    ``runs[task]`` lists one score per run; ``published_std`` holds a std printed by a paper
+    (its runs are not available); ``printed_overall`` the Overall values a paper printed.
+    """
+
+    key: str
+    label: str
+    group: str | None = None
+    runs: dict[str, list[float]] = field(default_factory=dict)
+    tracks: dict[str, str] = field(default_factory=dict)
+    unofficial: set[str] = field(default_factory=set)
+    published: bool = False
+    published_std: dict[str, float] = field(default_factory=dict)
+    published_runs: int | None = None
+    printed_overall: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    identity: dict[str, Any] = field(default_factory=dict)
+
+
+def load_records(paths: list[Path]) -> list[dict]:
+    """Result records from files and directory trees (every ``result.json`` below a directory)."""
+    records = []
+    for path in paths:
+        files = sorted(path.rglob(RECORD_FILE)) if path.is_dir() else [path]
+        if not path.exists():
+            raise ConfigError(f"{path}: no such file or directory (give result.json files or run directories).")
+        for file in files:
+            try:
+                record = json.loads(file.read_text())
+            except json.JSONDecodeError as err:
+                raise ConfigError(f"{file}: not a valid result record ({err}).") from err
+            if not isinstance(record, dict) or "tasks" not in record or "system" not in record:
+                raise ConfigError(f"{file}: not a result record (no 'system'/'tasks' fields); "
+                                  f"give the result.json written by `xares-fusion run`.")
+            record["_file"] = str(file)
+            records.append(record)
+    return records
+
+
+def _identity(record: dict) -> dict[str, Any]:
+    system = record["system"]
+    return {"name": system.get("name") or system.get("encoder"), "recipe": system.get("recipe"),
+            "llm": system.get("llm"), "precision": system.get("precision"), "eval": record.get("eval_group"),
+            "limit": record.get("limit")}
+
+
+def systems_from_records(records: list[dict], names: dict[str, dict] | None = None) -> list[System]:
+    """One system per distinct (front-end, recipe, LLM, precision, eval set, row limit); records of
+    the same system (seeds, machines) become its runs. The label is the front-end name plus
+    whatever else differs between the systems shown; ``names`` renames (and groups) them."""
+    names = names or {}
+    grouped: dict[str, list[dict]] = {}
+    for record in records:
+        grouped.setdefault(json.dumps(_identity(record), sort_keys=True), []).append(record)
+    identities = [json.loads(k) for k in grouped]
+    varying = [f for f in ("recipe", "llm", "precision", "eval", "limit")
+               if len({json.dumps(i[f]) for i in identities}) > 1]
+    systems = []
+    for key, group in grouped.items():
+        identity = json.loads(key)
+        label = identity["name"] + "".join(f" · {identity[f]}" for f in varying if identity[f] is not None)
+        rename = names.get(label, {})
+        system = System(key=key, label=rename.get("label", label), group=rename.get("group"), identity=identity)
+        for record in group:
+            for task in record["tasks"]:
+                if task.get("score") is None:
+                    continue
+                system.runs.setdefault(task["task"], []).append(float(task["score"]))
+                system.tracks[task["task"]] = task.get("track") or "other"
+                if task.get("unofficial"):
+                    system.unofficial.add(task["task"])
+        systems.append(system)
+    return systems
+
+
+def load_names(path: Path | None) -> dict[str, dict]:
+    """The rename file: ``{automatic label: {label: ..., group: ...}}`` (or just ``label: new``)."""
+    if path is None:
+        return {}
+    data = load_yaml(path)
+    return {k: (v if isinstance(v, dict) else {"label": str(v)}) for k, v in data.items()}
+
+
+def _pair(value: Any, where: str) -> tuple[float, float | None]:
+    if isinstance(value, (int, float)):
+        return float(value), None
+    if isinstance(value, list) and len(value) == 2:
+        return float(value[0]), float(value[1])
+    raise ConfigError(f"{where}: expected a number or [mean, std], got {value!r}")
+
+
+def load_reference(path: Path, track_of: dict[str, str]) -> list[System]:
+    """Published systems of one reference file (``leaderboard/reference/*.yaml``)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    source = data.get("source", path.stem)
+    systems = []
+    for i, entry in enumerate(data.get("systems", [])):
+        where = f"{path}: systems[{i}]"
+        system = System(key=f"{path.stem}:{entry['id']}", label=entry.get("label", entry["id"]),
+                        group=entry.get("group"), published=True, published_runs=entry.get("runs"),
+                        identity={"source": source, "id": entry["id"]})
+        for task, value in entry.get("scores", {}).items():
+            if task not in track_of:
+                raise ConfigError(f"{where}.scores: unknown task {task!r}; use the names of tasks/track_*/.")
+            mean, std = _pair(value, f"{where}.scores.{task}")
+            system.runs[task] = [mean]
+            system.tracks[task] = track_of[task]
+            if std is not None:
+                system.published_std[task] = std
+        for track, value in (entry.get("printed_overall") or {}).items():
+            system.printed_overall[str(track)] = _pair(value, f"{where}.printed_overall.{track}")
+        systems.append(system)
+    return systems
