@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -159,3 +160,31 @@ def test_interrupted_run_resumes(recipe: Path, synthetic_root: Path, tmp_path: P
     stage = record["train"]["stages"][0]
     assert stage["resumed_from"] == resumed_at and stage["steps"] == 100
     assert (out / "COMPLETE.json").is_file() and record["tasks"][0]["score"] >= 0.9
+
+
+def test_two_processes_evaluate_every_row_once_with_the_same_scores(recipe: Path, synthetic_root: Path,
+                                                                     tmp_path: Path) -> None:
+    """Two CPU processes (torchrun; accelerate's own --cpu launcher needs MPI for that) on a finished
+    run: rows are sharded over the processes and gathered back; scores and predictions equal the
+    single-process run's."""
+    trained = tmp_path / "one"
+    assert main(["run", "logmel", str(recipe), "tones", "--output-dir", str(trained), "--max-steps", "40",
+                 "--no-progress"]) == 0
+    out = tmp_path / "two"
+    shutil.copytree(trained, out)
+    shutil.rmtree(out / "scores")
+    for path in out.glob("predictions_*.csv"):
+        path.unlink()
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "xares_fusion.cli",
+               "run", "logmel", str(recipe), "tones", "--output-dir", str(out), "--max-steps", "40", "--no-progress"]
+    proc = subprocess.run(command, env={**os.environ, "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "processes 2" in (out / "log.txt").read_text()          # both ranks took part
+    one = pd.read_csv(trained / "predictions_tones.csv")
+    two = pd.read_csv(out / "predictions_tones.csv")
+    assert len(two) == len(one) == 40 and two["index"].is_unique
+    pd.testing.assert_frame_equal(one, two)
+    assert _scores(out) == _scores(trained)
+    record = json.loads((out / "result.json").read_text())
+    assert record["train"]["trained_this_invocation"] is False and record["tasks"][0]["rows"] == 40

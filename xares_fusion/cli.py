@@ -27,14 +27,16 @@ def _json_object(text: str) -> dict[str, Any]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from accelerate import PartialState
+    from .runner import RunRequest, process_state, run, summary_text
 
-    from .runner import RunRequest, run, summary_text
-
+    shortcuts = [f"{key}={value}" for key, value in (("optim.precision", args.precision),
+                                                     ("speed.feature_cache", args.feature_cache),
+                                                     ("speed.cache_dtype", args.cache_dtype),
+                                                     ("speed.tf32", "true" if args.tf32 else None)) if value]
     result = run(RunRequest(encoder=args.encoder, train=args.train, eval=args.eval, encoder_args=args.encoder_args,
-                            overrides=args.set, output_dir=args.output_dir, max_steps=args.max_steps,
+                            overrides=args.set + shortcuts, output_dir=args.output_dir, max_steps=args.max_steps,
                             limit=args.limit, progress=not args.no_progress))
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         print(summary_text(result))
     return 0
 
@@ -72,6 +74,16 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
         table = args.out / f"leaderboard.{SUFFIX[args.format]}"
         table.write_text(text)
         print(f"wrote {table}" + "".join(f", {p}" for p in images))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import format_bench, run_bench
+    from .runner import process_state
+
+    results = run_bench(args.encoder, args.recipe, args.task, args.steps, args.rows, args.eval_batch, args.encoder_args,
+                        args.set, tuple(args.precision))
+    print(format_bench(results, str(process_state().device)))
     return 0
 
 
@@ -170,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a recipe field, e.g. --set optim.lr=5e-5 (repeatable)")
     run.add_argument("--max-steps", type=int, default=None, help="shortcut for --set optim.max_steps=N")
     run.add_argument("--limit", type=int, default=None, help="at most N eval rows per task (smoke runs)")
+    run.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
+                     help="shortcut for --set optim.precision=... (fp32 is the parity default)")
+    run.add_argument("--feature-cache", choices=["off", "read", "readwrite"], default=None,
+                     help="shortcut for --set speed.feature_cache=... (off is the parity default)")
+    run.add_argument("--cache-dtype", choices=["fp16", "fp32"], default=None,
+                     help="shortcut for --set speed.cache_dtype=... (fp32 equals uncached runs)")
+    run.add_argument("--tf32", action="store_true", help="shortcut for --set speed.tf32=true (GPU matmuls)")
     add_run_options(run)
     run.set_defaults(func=_cmd_run)
 
@@ -191,6 +210,20 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--metric", required=True, help="Accuracy, mAP, iWER, iCER, ...")
     score.add_argument("--metric-args", type=_json_object, default={}, help="e.g. '{\"num_classes\": 200}'")
     score.set_defaults(func=_cmd_score)
+
+    bench = sub.add_parser("bench", help="time one workload in parity mode and with each speed option")
+    bench.add_argument("encoder", nargs="?", default="whisper-tiny.en-offline",
+                       help="encoder, fusion or front-end recipe file (default: whisper-tiny.en-offline)")
+    bench.add_argument("--recipe", default="demo", help="recipe giving the LLM and training mixture (default: demo)")
+    bench.add_argument("--task", default="mini-asr", help="task whose eval rows are generated (default: mini-asr)")
+    bench.add_argument("--steps", type=int, default=10, help="timed training steps per mode")
+    bench.add_argument("--rows", type=int, default=32, help="eval rows per mode")
+    bench.add_argument("--eval-batch", type=int, default=16, help="batch size of the batched evaluation")
+    bench.add_argument("--encoder-args", type=_json_object, default={})
+    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe overrides")
+    bench.add_argument("--precision", action="append", default=[], choices=["bf16", "fp16"],
+                       help="also time this precision with a warm cache and batched evaluation (repeatable)")
+    bench.set_defaults(func=_cmd_bench)
 
     board = sub.add_parser("leaderboard", help="comparison tables (and plots) from stored result records")
     board.add_argument("results", nargs="*", type=Path,

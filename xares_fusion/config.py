@@ -353,6 +353,26 @@ class OptimSpec:
                 raise ConfigError(f"{source}: field '{prefix}.{name}' must be >= 1, got {getattr(self, name)}.")
 
 
+@dataclass
+class SpeedSpec:
+    """Speed options; every one off by default (parity) and recorded with the recipe.
+
+    ``feature_cache``: off, read or readwrite (frozen encoders' outputs stored per clip);
+    ``cache_dtype``: fp16 (half the disk) or fp32 (equal to uncached runs); ``tf32``: TF32 matmuls on GPU.
+    """
+
+    feature_cache: str = "off"
+    cache_dtype: str = "fp16"
+    tf32: bool = False
+
+    def validate(self, source: str, prefix: str) -> None:
+        if self.feature_cache not in ("off", "read", "readwrite"):
+            raise ConfigError(f"{source}: field '{prefix}.feature_cache' must be off, read or readwrite, "
+                              f"got {self.feature_cache!r}.")
+        if self.cache_dtype not in ("fp16", "fp32"):
+            raise ConfigError(f"{source}: field '{prefix}.cache_dtype' must be fp16 or fp32, got {self.cache_dtype!r}.")
+
+
 TRAINABLE_PARTS = ("projector", "llm_lora", "front_end", "encoder_lora")
 
 
@@ -406,6 +426,7 @@ class RecipeConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataMixtureSpec = field(default_factory=DataMixtureSpec)
     optim: OptimSpec = field(default_factory=OptimSpec)
+    speed: SpeedSpec = field(default_factory=SpeedSpec)
     eval: str | None = None  # default evaluation group/task when the CLI names none
     stages: list[StageSpec] = field(default_factory=list)  # empty: one stage training everything trainable
     description: str | None = None

@@ -44,20 +44,25 @@ class AudioLLM(torch.nn.Module):
         self.prompt_before_audio = prompt_before_audio
         self.task_vocab = list(task_vocab or [])
         self.is_fusion = hasattr(encoder, "encode_streams")
+        self.feature_cache = None  # a FeatureCache, set by the runner when the recipe asks for one
         if not getattr(encoder, "trainable", False):
             self.encoder.requires_grad_(False)
         if getattr(encoder, "needs_prompt_state", False):
             encoder.bind_prompt_dim(llm.config.hidden_size)
 
     # -- audio path -------------------------------------------------------------------------
-    def encode(self, audio: torch.Tensor, audio_mask: torch.Tensor | None) -> list[Stream | None]:
-        """The frozen step (a feature cache can replace it): every frozen encoder's output, run in
-        eval mode without gradients. A fusion gives one stream per sub-encoder; a trainable
-        encoder gives None (it runs with gradients in :meth:`embed_audio`)."""
+    def encode(self, audio: torch.Tensor, audio_mask: torch.Tensor | None,
+               cacheable: list[bool] | None = None) -> list[Stream | None]:
+        """The frozen step: every frozen encoder's output, run in eval mode without gradients, or
+        read from the feature cache (``cacheable`` marks the rows it may serve). A fusion gives
+        one stream per sub-encoder; a trainable encoder gives None (it runs with gradients in
+        :meth:`embed_audio`)."""
         if self.is_fusion:
-            return self.encoder.encode_streams(audio, audio_mask)
+            return self.encoder.encode_streams(audio, audio_mask, self.feature_cache, cacheable)
         if getattr(self.encoder, "trainable", False):
             return [None]
+        if self.feature_cache is not None:
+            return [self.feature_cache.encode(self.encoder, audio, audio_mask, cacheable)]
         self.encoder.eval()
         with torch.no_grad():
             features, mask = self.encoder(audio, audio_mask)
@@ -155,12 +160,13 @@ class AudioLLM(torch.nn.Module):
 
     # -- training and generation ------------------------------------------------------------
     def forward(self, audio: torch.Tensor | None, audio_mask: torch.Tensor | None, prompts: list[str],
-                targets: list[str], tasks: list[str] | None = None, streams: list[Stream | None] | None = None
-                ) -> LALMOutput:
+                targets: list[str], tasks: list[str] | None = None, streams: list[Stream | None] | None = None,
+                cacheable: list[bool] | None = None) -> LALMOutput:
         """Next-token loss on target tokens (+EOS) only. ``streams`` (the output of :meth:`encode`,
-        e.g. from a cache) skip the frozen encoders; ``tasks`` name each row's task."""
+        e.g. from a cache) skip the frozen encoders; ``tasks`` name each row's task; ``cacheable``
+        marks rows the feature cache may serve (not random crops)."""
         if streams is None:
-            streams = self.encode(audio, audio_mask)
+            streams = self.encode(audio, audio_mask, cacheable)
         audio_embeds, embed_mask, aux = self.embed_audio(streams, audio, audio_mask, self._context(prompts, tasks))
         rows, labels = self._rows(audio_embeds, embed_mask, prompts, targets)
         embeds, attention, positions = self._pad(rows, left=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,8 @@ from .data.mini import make_mini
 from .data.synthetic import make_synthetic
 from .encoders import build_encoder, check_encoder
 from .evaluate import generate_predictions, score_rows
+from .feature_cache import FeatureCache
+from .paths import cache_home
 from .llm import apply_lora, load_llm
 from .metrics.caption import CaptionMetricUnavailable
 from .model import AudioLLM
@@ -88,6 +91,17 @@ class Plan:
     system_name: str
 
 
+def use_cpu() -> bool:
+    """CPU when no CUDA device exists or ACCELERATE_USE_CPU asks for it. Accelerate only forms a
+    multi-process CPU group (gloo) when told it runs on CPU, so this is passed explicitly."""
+    return not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+
+
+def process_state() -> PartialState:
+    """The process group of this run (one process, or all of `torchrun` / `accelerate launch`)."""
+    return PartialState(cpu=use_cpu())
+
+
 def _ensure_generated(task: TaskConfig, split: str) -> None:
     spec = task.split(split)
     if spec.generator:
@@ -108,7 +122,7 @@ def plan_run(request: RunRequest, state: PartialState | None = None) -> Plan:
     Under ``accelerate launch`` only the main process generates data and claims the run
     directory; the others wait for it.
     """
-    state = state or PartialState()
+    state = state or process_state()
     overrides = list(request.overrides)
     if request.max_steps is not None:
         overrides.append(f"optim.max_steps={request.max_steps}")
@@ -176,11 +190,13 @@ def _claim_run_dir(run_dir: Path, run_hash: str, identity: dict[str, Any]) -> No
 def build_model(recipe: RecipeConfig, task_vocab: list[str] | None = None) -> AudioLLM:
     """Encoder or fusion (checked against the contract) + projector + LLM with LoRA, seeded.
     ``task_vocab``: the training tasks in mixture order (prompt-routed fusions map tasks to experts)."""
+    # The LLM loads first: building a local model the first time may draw random numbers, and the
+    # trainable parts must be initialised the same whether or not it was already built.
+    llm, tokenizer = load_llm(recipe.model.llm)
     set_seed(recipe.optim.seed)
     encoder = build_encoder(recipe.model.encoder, recipe.model.encoder_args)
     summary = check_encoder(recipe.model.encoder, encoder=encoder)
     log.info("encoder check passed: %s", summary)
-    llm, tokenizer = load_llm(recipe.model.llm)
     llm = apply_lora(llm, recipe.model.lora)
     projector = build_projector(recipe.model.projector.name, encoder.output_dim, llm.config.hidden_size,
                                 recipe.model.projector.args)
@@ -197,9 +213,9 @@ def _attach_log_file(run_dir: Path) -> logging.Handler:
 
 def run(request: RunRequest) -> RunResult:
     """Train (or reuse) and evaluate; writes predictions, scores.tsv and the result record."""
-    plan = plan_run(request, PartialState())
+    plan = plan_run(request, process_state())
     recipe = plan.recipe
-    accelerator = Accelerator(mixed_precision=PRECISION_TO_ACCELERATE[recipe.optim.precision])
+    accelerator = Accelerator(mixed_precision=PRECISION_TO_ACCELERATE[recipe.optim.precision], cpu=use_cpu())
     handler = _attach_log_file(plan.run_dir) if accelerator.is_main_process else None
     try:
         return _run_planned(plan, request, accelerator)
@@ -211,9 +227,16 @@ def run(request: RunRequest) -> RunResult:
 
 def _run_planned(plan: Plan, request: RunRequest, accelerator: Accelerator) -> RunResult:
     recipe, run_dir = plan.recipe, plan.run_dir
-    log.info("run %s: encoder %s, recipe %s, eval %s -> %s", plan.run_hash, plan.encoder, recipe.name,
-             plan.eval_group, run_dir)
+    log.info("run %s: encoder %s, recipe %s, eval %s -> %s (processes %d)", plan.run_hash, plan.encoder,
+             recipe.name, plan.eval_group, run_dir, accelerator.num_processes)
     model = build_model(recipe, [src.task for src in plan.sources]).to(accelerator.device)
+    if recipe.speed.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if recipe.speed.feature_cache != "off":
+        model.feature_cache = FeatureCache(cache_home() / "features", recipe.speed.feature_cache,
+                                           recipe.speed.cache_dtype)
+        for encoder in (model.encoder.encoders if model.is_fusion else [model.encoder]):
+            log.info(model.feature_cache.size_note(encoder))
     train_info = train_stages(model, plan, request, accelerator)
     trained = train_info["trained_this_invocation"]
 
@@ -233,6 +256,9 @@ def _run_planned(plan: Plan, request: RunRequest, accelerator: Accelerator) -> R
         "recipe": to_dict(recipe),
         "task_configs": {t.name: {"source": t.source, "hash": stable_hash(t.identity())} for t in plan.eval_tasks},
         "train": train_info,
+        "feature_cache": ({"mode": recipe.speed.feature_cache, "dtype": recipe.speed.cache_dtype,
+                           "hits": model.feature_cache.hits, "misses": model.feature_cache.misses}
+                          if model.feature_cache is not None else None),
         "provenance": provenance(str(accelerator.device)),
     }
     if accelerator.is_main_process:

@@ -143,7 +143,7 @@ def train(model: AudioLLM, batches: Iterable[dict], optim: OptimSpec, run_dir: P
         device = accelerator.device
         with accelerator.autocast():
             out = wrapped(batch["audio"].to(device), batch["audio_mask"].to(device), batch["prompts"], batch["targets"],
-                          tasks=batch.get("tasks"))
+                          tasks=batch.get("tasks"), cacheable=batch.get("cacheable"))
             loss = out.lm_loss
             for name, value in out.aux_losses.items():
                 loss = loss + aux_loss_weights.get(name, 1.0) * value.float()

@@ -43,6 +43,7 @@ class TrainExample:
     audio: np.ndarray
     prompt: str
     target: str
+    cropped: bool = False  # a random crop of a longer clip (never served from the feature cache)
 
 
 class MixtureStream(torch.utils.data.IterableDataset):
@@ -77,8 +78,9 @@ class MixtureStream(torch.utils.data.IterableDataset):
                     continue
                 produced = True
                 audio = random_crop(sample.audio, self.max_samples, rng)
+                cropped = len(sample.audio) > self.max_samples
                 for text in sample.texts:
-                    yield TrainExample(source.task, sample.key, audio, source.prompt, text)
+                    yield TrainExample(source.task, sample.key, audio, source.prompt, text, cropped)
             if not produced:
                 raise RuntimeError(f"training set '{source.task}' yielded no usable sample from "
                                    f"{len(source.shards)} shards (skipped: {counter.as_dict()}).")
@@ -111,4 +113,4 @@ class MixtureStream(torch.utils.data.IterableDataset):
                     reported[task] = SkipCounter(counter.seen, counter.reasons.copy())
             yield {"audio": audio, "audio_mask": mask, "prompts": [e.prompt for e in batch],
                    "targets": [e.target for e in batch], "tasks": [e.task for e in batch],
-                   "keys": [e.key for e in batch], "skips": skips}
+                   "keys": [e.key for e in batch], "cacheable": [not e.cropped for e in batch], "skips": skips}

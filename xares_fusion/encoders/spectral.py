@@ -26,8 +26,10 @@ class _SpectralEncoder(torch.nn.Module, abc.ABC):
 
     def forward(self, audio: torch.Tensor, audio_attention_mask: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        # Zero (not reflect) padding at the edges: a clip's frames are then the same alone as in a
+        # batch, where zeros follow it, which is what lets a feature cache reproduce uncached runs.
         spec = torch.stft(audio.float(), self.n_fft, self.hop_length, window=self.window,
-                          center=True, return_complex=True).abs() ** 2
+                          center=True, pad_mode="constant", return_complex=True).abs() ** 2
         features = self._frames(spec)
         # a centred STFT over n samples has n // hop + 1 frames
         mask = lengths_to_mask(sample_lengths(audio, audio_attention_mask) // self.hop_length + 1, features.shape[1])

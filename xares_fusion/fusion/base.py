@@ -190,12 +190,18 @@ class FusionFrontEnd(RoutingStatsMixin, torch.nn.Module, abc.ABC):
         return Stream(features, mask.long(), getattr(encoder, "frame_rate", None),
                       list(hidden) if hidden is not None else None)
 
-    def encode_streams(self, audio: torch.Tensor, audio_mask: torch.Tensor | None) -> list[Stream | None]:
-        """Outputs of the frozen sub-encoders (None where a sub-encoder trains)."""
+    def encode_streams(self, audio: torch.Tensor, audio_mask: torch.Tensor | None, cache: Any = None,
+                       cacheable: list[bool] | None = None) -> list[Stream | None]:
+        """Outputs of the frozen sub-encoders (None where a sub-encoder trains), read from and
+        written to ``cache`` (a :class:`~xares_fusion.feature_cache.FeatureCache`) when given,
+        unless this fusion needs every layer's output (the cache keeps the last)."""
         streams: list[Stream | None] = []
         for encoder in self.encoders:
             if getattr(encoder, "trainable", False):
                 streams.append(None)
+                continue
+            if cache is not None and not self.needs_hidden_states:
+                streams.append(cache.encode(encoder, audio, audio_mask, cacheable))
                 continue
             encoder.eval()
             with torch.no_grad():
