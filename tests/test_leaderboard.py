@@ -11,10 +11,10 @@ import pytest
 
 from xares_fusion.cli import main
 from xares_fusion.leaderboard import build_table, load_reference, systems_from_records
-from xares_fusion.leaderboard.collect import load_records
+from xares_fusion.leaderboard.collect import load_names, load_records
 from xares_fusion.leaderboard.plots import write_plots
 from xares_fusion.leaderboard.render import to_csv, to_html, to_latex, to_markdown
-from xares_fusion.leaderboard.report import task_tracks
+from xares_fusion.leaderboard.report import README_HEADER, make_report, task_tracks
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -77,8 +77,6 @@ def test_cli_writes_the_table_and_plots(records: Path, tmp_path: Path, capsys: p
 def test_names_file_renames_and_groups_and_latex_html_show_groups(records: Path, tmp_path: Path) -> None:
     names = tmp_path / "names.yaml"
     names.write_text("gated: {label: 'w/ STFT', group: Softmax-gated}\nlogmel: Log-mel\n")
-    from xares_fusion.leaderboard.collect import load_names
-
     systems = systems_from_records(load_records([records]), load_names(names))
     assert [(s.label, s.group) for s in systems] == [("w/ STFT", "Softmax-gated"), ("Log-mel", None)]
     table = build_table(systems)
@@ -128,8 +126,6 @@ def test_table3_keeps_published_mean_and_std() -> None:
 
 def test_leaderboard_readme_is_current() -> None:
     """leaderboard/README.md is what `xares-fusion leaderboard --update-readme` writes."""
-    from xares_fusion.leaderboard.report import README_HEADER, make_report
-
     text, _ = make_report([], "md", with_reference=True, references=REPO / "leaderboard/reference")
     assert (REPO / "leaderboard/README.md").read_text().startswith(README_HEADER + text)
 

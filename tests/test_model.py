@@ -15,7 +15,6 @@ from xares_fusion.fusion import FusionContext, Stream
 from xares_fusion.llm import apply_lora
 from xares_fusion.model import AudioLLM
 from xares_fusion.projectors import LinearProjector, build_projector
-from xares_fusion.registry import PROJECTORS
 from xares_fusion.train import _param_groups, is_complete, train
 
 

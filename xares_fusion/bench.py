@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from .config import load_recipe, load_task
+from .config import load_task
 from .data.mixture import MixtureStream
 from .evaluate import generate_predictions
 from .feature_cache import FeatureCache
-from .runner import PRECISION_TO_ACCELERATE, RunRequest, build_model, plan_run, process_state, use_cpu
+from .runner import PRECISION_TO_ACCELERATE, RunRequest, build_model, plan_run, use_cpu
 from .train import train
 
 log = logging.getLogger("xares_fusion")

@@ -374,6 +374,7 @@ class SpeedSpec:
 
 
 TRAINABLE_PARTS = ("projector", "llm_lora", "front_end", "encoder_lora")
+DEFAULT_TRAINABLE = ("projector", "llm_lora", "front_end")  # a single-stage run, or a stage that names none
 
 
 @dataclass
@@ -398,7 +399,7 @@ class StageSpec:
     """
 
     name: str
-    train: list[str] = field(default_factory=lambda: ["projector", "llm_lora", "front_end"])
+    train: list[str] = field(default_factory=lambda: list(DEFAULT_TRAINABLE))
     optim: dict[str, Any] = field(default_factory=dict)
     encoder_lora: EncoderLoraSpec | None = None
     merge: bool = False

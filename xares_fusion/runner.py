@@ -22,7 +22,8 @@ from accelerate import Accelerator, PartialState
 from accelerate.utils import set_seed
 
 from . import __version__
-from .config import ConfigError, RecipeConfig, TaskConfig, load_eval_tasks, load_recipe, load_task, stable_hash, to_dict
+from .config import (ConfigError, RecipeConfig, StageSpec, TaskConfig, load_eval_tasks, load_recipe, load_task,
+                     stable_hash, to_dict)
 from .data.mixture import MixtureStream, TrainSource, mixture_probabilities
 from .data.shards import require_shards, shard_base
 from .data.mini import make_mini
@@ -297,7 +298,7 @@ def train_stages(model: AudioLLM, plan: Plan, request: RunRequest, accelerator: 
     return train_info
 
 
-def _train_stage(model: AudioLLM, plan: Plan, stage, stage_dir: Path, request: RunRequest,
+def _train_stage(model: AudioLLM, plan: Plan, stage: StageSpec | None, stage_dir: Path, request: RunRequest,
                  accelerator: Accelerator, trainable: int) -> dict[str, Any]:
     recipe = plan.recipe
     optim = dataclasses.replace(recipe.optim, **stage.optim) if stage is not None else recipe.optim

@@ -10,10 +10,8 @@ from __future__ import annotations
 import torch
 from peft import LoraConfig, get_peft_model
 
-from .config import EncoderLoraSpec, StageSpec
+from .config import DEFAULT_TRAINABLE, EncoderLoraSpec, StageSpec
 from .model import AudioLLM
-
-DEFAULT_PARTS = ("projector", "llm_lora", "front_end")
 
 
 def part_of(model: AudioLLM, name: str) -> str | None:
@@ -72,4 +70,4 @@ def merge_encoder_lora(model: AudioLLM, spec: EncoderLoraSpec) -> None:
 
 
 def stage_parts(stage: StageSpec | None) -> tuple[str, ...]:
-    return tuple(stage.train) if stage is not None else DEFAULT_PARTS
+    return tuple(stage.train) if stage is not None else DEFAULT_TRAINABLE

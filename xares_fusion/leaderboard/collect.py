@@ -39,9 +39,9 @@ def load_records(paths: list[Path]) -> list[dict]:
     """Result records from files and directory trees (every ``result.json`` below a directory)."""
     records = []
     for path in paths:
-        files = sorted(path.rglob(RECORD_FILE)) if path.is_dir() else [path]
         if not path.exists():
             raise ConfigError(f"{path}: no such file or directory (give result.json files or run directories).")
+        files = sorted(path.rglob(RECORD_FILE)) if path.is_dir() else [path]
         for file in files:
             try:
                 record = json.loads(file.read_text())

@@ -8,7 +8,7 @@ from ..config import ConfigError, catalogue, load_task, search_roots
 from .collect import System, load_names, load_records, load_reference, systems_from_records
 from .plots import write_plots
 from .render import NOTES, to_csv, to_html, to_latex, to_markdown
-from .table import build_table
+from .table import Table, build_table
 
 FORMATS = ("md", "csv", "latex", "html")
 SUFFIX = {"md": "md", "csv": "csv", "latex": "tex", "html": "html"}
@@ -27,9 +27,7 @@ def task_tracks() -> dict[str, str]:
     return {name: load_task(name).track or "other" for name, kind in catalogue("tasks").items() if kind == "task"}
 
 
-def _render(fmt: str, systems: list[System], baseline: str | None, title: str, images: list[str]) -> str:
-    """One table; the baseline applies to the tables that contain it."""
-    table = build_table(systems, baseline if baseline in [s.label for s in systems] else None)
+def _render(fmt: str, table: Table, title: str, images: list[str]) -> str:
     if fmt == "md":
         return to_markdown(table, title)
     if fmt == "csv":
@@ -62,9 +60,11 @@ def make_report(results: list[Path], fmt: str = "md", baseline: str | None = Non
                           "(or --with-reference for the published tables alone).")
     texts, images = [], []
     for i, (title, systems) in enumerate(sections):
-        pngs = write_plots(build_table(systems), plots_dir, f"leaderboard_{i + 1}") if plots_dir is not None else []
+        # the baseline applies to the tables that contain it
+        table = build_table(systems, baseline if baseline in [s.label for s in systems] else None)
+        pngs = write_plots(table, plots_dir, f"leaderboard_{i + 1}") if plots_dir is not None else []
         images += pngs
-        texts.append(_render(fmt, systems, baseline, title, [p.name for p in pngs]))
+        texts.append(_render(fmt, table, title, [p.name for p in pngs]))
     text = "\n".join(texts) + ("\n" + NOTES + "\n" if fmt == "md" else "")
     return text, images
 
