@@ -135,3 +135,57 @@ def test_pad_audio_masks() -> None:
     audio, mask = pad_audio([np.ones(3, dtype=np.float32), np.ones(5, dtype=np.float32)])
     assert audio.shape == (2, 5) and mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
     assert torch.equal(audio * mask, audio)
+
+
+def _varied_lengths_source(tmp_path: Path) -> TrainSource:
+    rng = np.random.default_rng(0)
+    samples = [{"__key__": f"k{i:02d}", "flac": _flac(np.full(int(n), 0.1, dtype=np.float32), 16000),
+                "json": json.dumps({"text": f"t{i}"}).encode()}
+               for i, n in enumerate(rng.integers(800, 16000, size=40))]
+    return TrainSource("varied", "p", None, [_shard(tmp_path / "varied.tar", samples)], 1.0)
+
+
+def test_length_buckets_regroup_the_same_examples_by_length(tmp_path: Path) -> None:
+    source = _varied_lengths_source(tmp_path)
+
+    def batches(bucket_window: int) -> list[dict]:
+        stream = iter(MixtureStream([source], batch_size=4, crop_seconds=30, sample_rate=16000, seed=3,
+                                    shuffle_buffer=8, bucket_window=bucket_window))
+        return [next(stream) for _ in range(10)]     # two windows of 5 batches
+
+    plain, bucketed = batches(0), batches(5)
+    for window in (slice(0, 5), slice(5, 10)):
+        assert sorted(t for b in plain[window] for t in b["targets"]) == \
+               sorted(t for b in bucketed[window] for t in b["targets"])
+        spans = sorted((int(b["audio_mask"].sum(-1).min()), int(b["audio_mask"].sum(-1).max())) for b in bucketed[window])
+        assert all(hi <= next_lo for (_, hi), (next_lo, _) in zip(spans, spans[1:]))   # disjoint length ranges
+    padding = [sum(int((1 - b["audio_mask"]).sum()) for b in run) for run in (plain, bucketed)]
+    assert padding[1] < padding[0] / 2
+
+
+def test_prefetch_keeps_order_raises_where_it_failed_and_stops_early() -> None:
+    from xares_fusion.data.prefetch import prefetch
+
+    assert list(prefetch(iter(range(50)), depth=4)) == list(range(50))
+    assert list(prefetch(iter(range(5)), depth=0)) == list(range(5))
+
+    def failing():
+        yield 1
+        raise ValueError("bad clip")
+
+    got = []
+    with pytest.raises(ValueError, match="bad clip"):
+        for item in prefetch(failing(), depth=2):
+            got.append(item)
+    assert got == [1]
+    pulled = []
+
+    def counted():
+        for i in range(1000):
+            pulled.append(i)
+            yield i
+
+    for item in prefetch(counted(), depth=3):
+        if item == 5:
+            break
+    assert len(pulled) <= 5 + 1 + 3 + 1   # the consumer's items, the queue and one in the producer's hand

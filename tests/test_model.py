@@ -77,11 +77,18 @@ def test_answer_is_the_same_alone_and_in_a_batch_of_longer_clips(model: AudioLLM
         batch_logits = model.llm(inputs_embeds=batch_in[0], attention_mask=batch_in[1], position_ids=batch_in[2]).logits
         alone_logits = model.llm(inputs_embeds=alone_in[0], attention_mask=alone_in[1], position_ids=alone_in[2]).logits
     torch.testing.assert_close(batch_logits[0, -1], alone_logits[0, -1], atol=1e-4, rtol=1e-4)
-    # generate() itself: the same greedy tokens (a few steps; a random model has near-ties later).
-    kwargs = {"max_new_tokens": 4, "repetition_penalty": 1.05}
-    batched = model.generate(None, None, prompts, streams=[Stream(features, mask)], **kwargs)
-    alone = model.generate(None, None, prompts[:1], streams=[Stream(features[:1, :60], mask[:1, :60])], **kwargs)
-    assert batched[0] == alone[0] and alone[0] != ""
+    # generate() itself: the same greedy tokens, with a repetition penalty strong enough to
+    # steer the untrained model (transformers' own `repetition_penalty=` skipped it for as many
+    # steps as a row was left-padded, so the padded first row answered differently in a batch).
+    for penalty in (1.0, 3.0):
+        kwargs = {"max_new_tokens": 12, "repetition_penalty": penalty}
+        batched = model.generate(None, None, prompts, streams=[Stream(features, mask)], **kwargs)
+        alone = [model.generate(None, None, prompts[:1], streams=[Stream(features[i:i + 1, :n], mask[i:i + 1, :n])],
+                                **kwargs)[0] for i, n in enumerate([60, 250, 400])]
+        assert batched == alone and alone[0] != ""
+        if penalty == 1.0:
+            unpenalised = alone
+    assert alone != unpenalised         # the penalty did act
 
 
 def test_batch_loss_is_the_token_weighted_mean_of_row_losses(model: AudioLLM) -> None:

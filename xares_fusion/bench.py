@@ -1,12 +1,17 @@
 """`xares-fusion bench`: one fixed workload in parity mode and with each speed option, in one process.
 
-Training: N steps of the recipe's mixture through the real training loop (the time includes the
-first step's start-up, so use N >= 10); "warm cache" first runs the frozen encoders over the same
-batches (the stream is seeded, so the timed steps see the same clips) and then times training
-served from the cache. Evaluation: M
-rows of one task generated one row at a time (parity) and in batches. Peak memory is the process's
-peak resident set since the mode started (Linux, reset through /proc/self/clear_refs) on CPU, the
-peak allocated CUDA memory on GPU.
+Modes, each a fresh model from the same initial weights and the same seeded training stream:
+
+* parity: fp32, no feature cache; N training steps, then M eval rows generated one at a time;
+* batched eval: the parity model's weights, the same rows in length-sorted batches; its answers
+  are compared with the one-row answers (they should be equal: rows are batch-invariant);
+* warm fp16 cache: the frozen encoders' outputs for the timed training batches and the eval
+  clips are computed first (untimed), then training and batched evaluation read them;
+* each extra precision (``--precision bf16``): as warm fp16 cache, under that autocast.
+
+Training time includes the first step's start-up, so use N >= 10. Peak memory is the process's
+peak resident set since the mode started (Linux, reset through /proc/self/clear_refs) on CPU,
+the peak allocated CUDA memory on GPU.
 """
 
 from __future__ import annotations
@@ -22,11 +27,14 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from .config import load_task
-from .data.mixture import MixtureStream
+from .config import RecipeConfig, load_task
+from .data.batching import pad_audio
+from .data.samples import SkipCounter, iter_samples
+from .data.shards import require_shards
 from .evaluate import generate_predictions
 from .feature_cache import FeatureCache
-from .runner import PRECISION_TO_ACCELERATE, RunRequest, build_model, plan_run, use_cpu
+from .model import AudioLLM
+from .runner import PRECISION_TO_ACCELERATE, RunRequest, build_model, plan_run, training_stream, use_cpu
 from .train import train
 
 log = logging.getLogger("xares_fusion")
@@ -38,6 +46,7 @@ class Measurement:
     train_steps_per_s: float | None = None
     eval_rows_per_s: float | None = None
     peak_mib: float | None = None
+    same_answers: str | None = None  # "k/M" eval answers equal to parity's one-row answers
 
 
 def _reset_peak(device: torch.device) -> None:
@@ -62,76 +71,100 @@ def _peak_mib(device: torch.device) -> float | None:
     return None
 
 
-def _train_rate(model, plan, optim, accelerator: Accelerator, run_dir: Path) -> float:
-    stream = MixtureStream(plan.sources, optim.batch_size, plan.recipe.data.crop_seconds,
-                           plan.recipe.data.sample_rate, optim.seed, shuffle_buffer=plan.recipe.data.shuffle_buffer)
-    summary = train(model, iter(stream), optim, run_dir, accelerator, progress=False)
+def _train_rate(model, plan, optim, accelerator: Accelerator) -> float:
+    with tempfile.TemporaryDirectory() as run_dir:
+        summary = train(model, iter(training_stream(plan, optim)), optim, Path(run_dir), accelerator, progress=False)
     return optim.max_steps / summary.seconds
 
 
-def _fill_cache(model, plan, optim, steps: int) -> None:
-    stream = iter(MixtureStream(plan.sources, optim.batch_size, plan.recipe.data.crop_seconds,
-                                plan.recipe.data.sample_rate, optim.seed, shuffle_buffer=plan.recipe.data.shuffle_buffer))
-    for _ in range(steps):
+def _fill_cache(model, plan, optim, eval_task, rows: int, batch_size: int) -> None:
+    """Encode the timed training batches and the eval clips once, filling the feature cache."""
+    stream = iter(training_stream(plan, optim))
+    for _ in range(optim.max_steps):
         batch = next(stream)
         model.encode(batch["audio"], batch["audio_mask"], batch["cacheable"])
+    spec = eval_task.split("eval")
+    clips = [s.audio for _, s in zip(range(rows), iter_samples(require_shards(spec, eval_task.name, "eval"),
+                                                               eval_task.key_for("eval"), SkipCounter()))
+             if s.audio is not None]
+    for start in range(0, len(clips), batch_size):
+        model.encode(*pad_audio(clips[start:start + batch_size]))
 
 
-def _eval_rate(model, task, rows: int, batch_size: int, accelerator: Accelerator) -> float:
+def _eval(model, task, rows: int, batch_size: int, accelerator: Accelerator) -> tuple[float, list[str]]:
+    """Rows per second and the answers, in row order."""
     task = dataclasses.replace(task, eval=dataclasses.replace(task.eval, batch_size=batch_size))
     started = time.perf_counter()
     outcome = generate_predictions(model, task, accelerator, limit=rows, progress=False)
-    return len(outcome.rows) / (time.perf_counter() - started)
+    return len(outcome.rows) / (time.perf_counter() - started), outcome.rows["predict"].tolist()
+
+
+def _agreement(answers: list[str], reference: list[str]) -> str:
+    return f"{sum(a == b for a, b in zip(answers, reference))}/{len(reference)}"
 
 
 def run_bench(encoder: str | None, recipe: str = "demo", task: str = "mini-asr", steps: int = 10, rows: int = 32,
               eval_batch: int = 16, encoder_args: dict | None = None, overrides: list[str] | None = None,
               precisions: tuple[str, ...] = ()) -> list[Measurement]:
-    """Measure parity mode, a warm fp16 feature cache, batched evaluation and each extra precision."""
+    """Measure parity mode, batched evaluation, a warm fp16 feature cache and each extra precision."""
     overrides = list(overrides or []) + [f"optim.max_steps={steps}", "optim.save_steps=1000000",
                                          f"optim.log_steps={steps}"]
     plan = plan_run(RunRequest(encoder=encoder, train=recipe, eval=task, encoder_args=encoder_args or {},
                                overrides=overrides, output_dir=Path(tempfile.mkdtemp(prefix="xares-bench-"))))
     eval_task = load_task(task)
     results = []
+
+    def fresh(precision: str) -> tuple[AudioLLM, Accelerator, RecipeConfig]:
+        gc.collect()
+        accelerator = Accelerator(mixed_precision=PRECISION_TO_ACCELERATE[precision], cpu=use_cpu())
+        recipe_cfg = dataclasses.replace(plan.recipe, optim=dataclasses.replace(plan.recipe.optim, precision=precision))
+        model = build_model(recipe_cfg, [s.task for s in plan.sources]).to(accelerator.device)
+        _reset_peak(accelerator.device)
+        return model, accelerator, recipe_cfg
+
+    model, accelerator, recipe_cfg = fresh("fp32")
+    parity = Measurement("parity")
+    parity.train_steps_per_s = _train_rate(model, plan, recipe_cfg.optim, accelerator)
+    parity.eval_rows_per_s, reference = _eval(model, eval_task, rows, 1, accelerator)
+    parity.peak_mib = _peak_mib(accelerator.device)
+    results.append(parity)
+    _reset_peak(accelerator.device)
+    batched = Measurement("batched eval")
+    batched.eval_rows_per_s, answers = _eval(model, eval_task, rows, eval_batch, accelerator)
+    batched.peak_mib, batched.same_answers = _peak_mib(accelerator.device), _agreement(answers, reference)
+    results.append(batched)
+    del model
     with tempfile.TemporaryDirectory(prefix="xares-bench-cache-") as cache_dir:
-        for mode in ("parity", "warm fp16 cache", "batched eval", *[f"{p} + warm cache + batched" for p in precisions]):
-            precision = mode.split(" ")[0] if mode[:4] in ("bf16", "fp16") else "fp32"
-            accelerator = Accelerator(mixed_precision=PRECISION_TO_ACCELERATE[precision], cpu=use_cpu())
-            recipe_cfg = dataclasses.replace(plan.recipe, optim=dataclasses.replace(plan.recipe.optim, precision=precision))
-            model = build_model(recipe_cfg, [s.task for s in plan.sources]).to(accelerator.device)
+        for precision in ("fp32", *precisions):
+            model, accelerator, recipe_cfg = fresh(precision)
+            model.feature_cache = FeatureCache(Path(cache_dir), "readwrite", "fp16")
+            _fill_cache(model, plan, recipe_cfg.optim, eval_task, rows, eval_batch)
             _reset_peak(accelerator.device)
-            measurement = Measurement(mode)
-            if "cache" in mode:
-                model.feature_cache = FeatureCache(Path(cache_dir), "readwrite", "fp16")
-                _fill_cache(model, plan, recipe_cfg.optim, steps + 1)
-            if mode != "batched eval":
-                with tempfile.TemporaryDirectory() as run_dir:
-                    measurement.train_steps_per_s = _train_rate(model, plan, recipe_cfg.optim, accelerator, Path(run_dir))
-            if mode != "warm fp16 cache":
-                batch = 1 if mode == "parity" else eval_batch
-                measurement.eval_rows_per_s = _eval_rate(model, eval_task, rows, batch, accelerator)
+            measurement = Measurement("warm fp16 cache" if precision == "fp32" else f"{precision} + warm fp16 cache")
+            measurement.train_steps_per_s = _train_rate(model, plan, recipe_cfg.optim, accelerator)
+            measurement.eval_rows_per_s, _ = _eval(model, eval_task, rows, eval_batch, accelerator)
             measurement.peak_mib = _peak_mib(accelerator.device)
-            log.info("bench %s: %s", mode, measurement)
             results.append(measurement)
             del model
-            gc.collect()
+    for m in results:
+        log.info("bench %s", m)
     return results
 
 
 def format_bench(results: list[Measurement], device: str) -> str:
     """The measurements and their ratios to parity mode."""
     parity = results[0]
-    lines = [f"device: {device}", f"{'mode':<36}{'train steps/s':>14}{'x parity':>10}{'eval rows/s':>13}"
-             f"{'x parity':>10}{'peak MiB':>10}"]
+    lines = [f"device: {device}", f"{'mode':<28}{'train steps/s':>14}{'x parity':>10}{'eval rows/s':>13}"
+             f"{'x parity':>10}{'peak MiB':>10}{'answers = parity':>18}"]
+
+    def number(value: float | None) -> str:
+        return f"{value:.3f}" if value else "-"
 
     def ratio(value: float | None, base: float | None) -> str:
         return f"{value / base:.2f}" if value and base else "-"
 
     for m in results:
-        lines.append(f"{m.mode:<36}{(f'{m.train_steps_per_s:.3f}' if m.train_steps_per_s else '-'):>14}"
-                     f"{ratio(m.train_steps_per_s, parity.train_steps_per_s):>10}"
-                     f"{(f'{m.eval_rows_per_s:.3f}' if m.eval_rows_per_s else '-'):>13}"
-                     f"{ratio(m.eval_rows_per_s, parity.eval_rows_per_s):>10}"
-                     f"{(f'{m.peak_mib:.0f}' if m.peak_mib else '-'):>10}")
+        lines.append(f"{m.mode:<28}{number(m.train_steps_per_s):>14}{ratio(m.train_steps_per_s, parity.train_steps_per_s):>10}"
+                     f"{number(m.eval_rows_per_s):>13}{ratio(m.eval_rows_per_s, parity.eval_rows_per_s):>10}"
+                     f"{(f'{m.peak_mib:.0f}' if m.peak_mib else '-'):>10}{(m.same_answers or '-'):>18}")
     return "\n".join(lines)

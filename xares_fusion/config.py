@@ -179,15 +179,23 @@ class DataSpec:
 
 @dataclass
 class EvalSpec(DataSpec):
-    """The evaluation split, with its batch size and loader workers."""
+    """The evaluation split and its batching.
+
+    ``sort_window``: clips read ahead, in batches; each window is sorted by length (longest first)
+    before it is cut into batches, so rows of a batch have similar lengths. 1 keeps stream order.
+    Answers do not depend on it (a row gets the same answer alone or in any batch).
+    """
 
     batch_size: int = 8
-    num_workers: int = 0
+    sort_window: int = 16
 
     def validate(self, source: str, prefix: str) -> None:
         super().validate(source, prefix)
         if self.batch_size < 1:
             raise ConfigError(f"{source}: field '{prefix}.batch_size' must be >= 1, got {self.batch_size}.")
+        if self.sort_window < 1:
+            raise ConfigError(f"{source}: field '{prefix}.sort_window' must be >= 1 (1 keeps stream order), "
+                              f"got {self.sort_window}.")
 
 
 @dataclass
@@ -310,9 +318,10 @@ class DataMixtureSpec:
     mixture: list[MixtureEntry] = field(default_factory=list)
     crop_seconds: float = 30.0
     sample_rate: int = 16000
-    num_workers: int = 0
+    num_workers: int = 0        # loader processes; 1 reads the same stream as 0, ahead of the model
     shuffle_buffer: int = 256
     max_skip_fraction: float = 0.05
+    bucket_window: int = 0      # >0: batches of similar length from this many batches (not parity)
 
     def validate(self, source: str, prefix: str) -> None:
         for i, entry in enumerate(self.mixture):
@@ -320,6 +329,9 @@ class DataMixtureSpec:
                 raise ConfigError(f"{source}: field '{prefix}.mixture[{i}].prob' must be > 0, got {entry.prob}.")
         if not 0 <= self.max_skip_fraction <= 1:
             raise ConfigError(f"{source}: field '{prefix}.max_skip_fraction' must be within [0, 1].")
+        for name in ("num_workers", "bucket_window"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{source}: field '{prefix}.{name}' must be >= 0 (0 = off), got {getattr(self, name)}.")
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Iterator
 
 import pandas as pd
 from accelerate import Accelerator
@@ -18,6 +19,7 @@ from accelerate.utils import gather_object
 from . import metrics
 from .config import TaskConfig
 from .data.batching import pad_audio
+from .data.prefetch import prefetch
 from .data.samples import Sample, SkipCounter, iter_samples
 from .data.shards import require_shards
 from .model import AudioLLM
@@ -46,9 +48,36 @@ def _generate_batch(model: AudioLLM, batch: list[tuple[Sample, int]], prompt: st
             for (s, n_rows), answer in zip(batch, answers) for r in range(n_rows)]
 
 
+def _rows_within(samples: Iterator[Sample], limit: int | None) -> Iterator[tuple[Sample, int]]:
+    """Each sample with its number of eval rows (one per reference), stopping at ``limit`` rows."""
+    expected = 0
+    if limit is not None and limit < 1:
+        return
+    for sample in samples:
+        n_rows = len(sample.texts) if limit is None else min(len(sample.texts), limit - expected)
+        expected += n_rows
+        yield sample, n_rows
+        if limit is not None and expected >= limit:
+            return
+
+
+def _generate_window(model: AudioLLM, window: list[tuple[Sample, int]], prompt: str, task: TaskConfig,
+                     accelerator: Accelerator) -> list[tuple]:
+    """Batches of clips of similar length, longest first: less padding in the encoder and the
+    LLM, and rows that finish together (answers do not depend on the batch, see model.py)."""
+    window = sorted(window, key=lambda item: len(item[0].audio), reverse=True)
+    size = task.split("eval").batch_size
+    return [row for start in range(0, len(window), size)
+            for row in _generate_batch(model, window[start:start + size], prompt, task, accelerator)]
+
+
 def generate_predictions(model: AudioLLM, task: TaskConfig, accelerator: Accelerator, limit: int | None = None,
                          sample_rate: int = 16000, progress: bool = True) -> EvalOutcome:
-    """Answers for the task's eval rows (at most ``limit`` rows)."""
+    """Answers for the task's eval rows (at most ``limit`` rows).
+
+    Clips are decoded by a background thread while the model generates, and each window of
+    ``eval.sort_window`` batches is sorted by length before it is cut into batches.
+    """
     spec = task.split("eval")
     paths = require_shards(spec, task.name, "eval")
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -58,26 +87,25 @@ def generate_predictions(model: AudioLLM, task: TaskConfig, accelerator: Acceler
     model.eval()
     mine: list[tuple] = []
     pending: list[tuple[Sample, int]] = []
+    window = spec.batch_size * spec.sort_window
     expected = 0
     bar = None
     if progress and accelerator.is_main_process:
         from tqdm.auto import tqdm
         bar = tqdm(desc=f"eval {task.name}", unit="row", total=limit, dynamic_ncols=True)
-    for sample in iter_samples(paths, key, counter, sample_rate, owns=lambda pos: pos % world == rank):
-        if limit is not None and expected >= limit:
-            break
-        n_rows = len(sample.texts) if limit is None else min(len(sample.texts), limit - expected)
+    samples = iter_samples(paths, key, counter, sample_rate, owns=lambda pos: pos % world == rank)
+    for sample, n_rows in prefetch(_rows_within(samples, limit), depth=window):
         expected += n_rows
         if bar is not None:
             bar.update(n_rows)
         if sample.audio is None:
             continue
         pending.append((sample, n_rows))
-        if len(pending) >= spec.batch_size:
-            mine += _generate_batch(model, pending, prompt, task, accelerator)
+        if len(pending) >= window:
+            mine += _generate_window(model, pending, prompt, task, accelerator)
             pending = []
     if pending:
-        mine += _generate_batch(model, pending, prompt, task, accelerator)
+        mine += _generate_window(model, pending, prompt, task, accelerator)
     if bar is not None:
         bar.close()
     if world > 1:

@@ -11,12 +11,11 @@ This module knows no files and no CLI: it receives built modules and batches of 
 
 from __future__ import annotations
 
-import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import LogitsProcessorList, PreTrainedTokenizerBase, RepetitionPenaltyLogitsProcessor
 
 from .fusion import FusionContext, Stream
 
@@ -198,10 +197,16 @@ class AudioLLM(torch.nn.Module):
                   "eos_token_id": self.tokenizer.eos_token_id, **generation_kwargs}
         # With inputs_embeds only, generate() returns just the new tokens; it derives position
         # ids from the left-padded attention mask, matching the training positions. The
-        # repetition penalty then sees only generated tokens, exactly as in the official pipeline.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*repetition_penalty.*inputs_embeds")
-            tokens = self.llm.generate(inputs_embeds=embeds, attention_mask=attention, **kwargs)
+        # repetition penalty sees only generated tokens, as in the official pipeline. It is given
+        # as a processor rather than `repetition_penalty=`: from that argument transformers
+        # exempts each row's first <left padding> positions of the ids it sees, which here hold
+        # only generated tokens, so a padded row would go unpenalised for as many steps as its
+        # batch padded it, and batching would change answers.
+        penalty = kwargs.pop("repetition_penalty", None)
+        processors = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
+        if penalty is not None and penalty != 1.0:
+            processors.append(RepetitionPenaltyLogitsProcessor(penalty))
+        tokens = self.llm.generate(inputs_embeds=embeds, attention_mask=attention, logits_processor=processors, **kwargs)
         return [t.strip() for t in self.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

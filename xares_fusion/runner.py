@@ -22,8 +22,8 @@ from accelerate import Accelerator, PartialState
 from accelerate.utils import set_seed
 
 from . import __version__
-from .config import (ConfigError, RecipeConfig, StageSpec, TaskConfig, load_eval_tasks, load_recipe, load_task,
-                     stable_hash, to_dict)
+from .config import (ConfigError, OptimSpec, RecipeConfig, StageSpec, TaskConfig, load_eval_tasks, load_recipe,
+                     load_task, stable_hash, to_dict)
 from .data.mixture import MixtureStream, TrainSource, mixture_probabilities
 from .data.shards import require_shards, shard_base
 from .data.mini import make_mini
@@ -298,16 +298,22 @@ def train_stages(model: AudioLLM, plan: Plan, request: RunRequest, accelerator: 
     return train_info
 
 
+def training_stream(plan: Plan, optim: OptimSpec, rank: int = 0, start_step: int = 0) -> MixtureStream:
+    """The recipe's seeded stream of training batches for one process."""
+    data = plan.recipe.data
+    return MixtureStream(plan.sources, optim.batch_size, data.crop_seconds, data.sample_rate, optim.seed, rank=rank,
+                         start_step=start_step, shuffle_buffer=data.shuffle_buffer, bucket_window=data.bucket_window)
+
+
 def _train_stage(model: AudioLLM, plan: Plan, stage: StageSpec | None, stage_dir: Path, request: RunRequest,
                  accelerator: Accelerator, trainable: int) -> dict[str, Any]:
     recipe = plan.recipe
     optim = dataclasses.replace(recipe.optim, **stage.optim) if stage is not None else recipe.optim
     log.info("training %s: %d trainable parameters, %d steps", stage.name if stage else "the model", trainable,
              optim.max_steps)
-    stream = MixtureStream(plan.sources, optim.batch_size, recipe.data.crop_seconds, recipe.data.sample_rate,
-                           optim.seed, rank=accelerator.process_index, start_step=_resume_step(stage_dir),
-                           shuffle_buffer=recipe.data.shuffle_buffer)
-    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=recipe.data.num_workers)
+    stream = training_stream(plan, optim, rank=accelerator.process_index, start_step=_resume_step(stage_dir))
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=recipe.data.num_workers,
+                                         pin_memory=accelerator.device.type == "cuda")
     weights = {**getattr(model.encoder, "default_aux_weights", {}), **getattr(model.projector, "default_aux_weights", {}),
                **recipe.model.aux_loss_weights}
     summary = train(model, loader, optim, stage_dir, accelerator, weights, recipe.data.max_skip_fraction,

@@ -141,9 +141,10 @@ def train(model: AudioLLM, batches: Iterable[dict], optim: OptimSpec, run_dir: P
         batch = next(iterator)
         tracker.add(batch.get("skips", {}))
         device = accelerator.device
+        audio, audio_mask = (batch[k].to(device, non_blocking=True) for k in ("audio", "audio_mask"))
         with accelerator.autocast():
-            out = wrapped(batch["audio"].to(device), batch["audio_mask"].to(device), batch["prompts"], batch["targets"],
-                          tasks=batch.get("tasks"), cacheable=batch.get("cacheable"))
+            out = wrapped(audio, audio_mask, batch["prompts"], batch["targets"], tasks=batch.get("tasks"),
+                          cacheable=batch.get("cacheable"))
             loss = out.lm_loss
             for name, value in out.aux_losses.items():
                 loss = loss + aux_loss_weights.get(name, 1.0) * value.float()

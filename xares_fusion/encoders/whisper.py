@@ -47,8 +47,10 @@ class WhisperEncoder(torch.nn.Module):
     def _mel(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         clips = [a[:n].float().cpu().numpy() for a, n in zip(audio, lengths.tolist())]
         padding = "max_length" if self.pad_to_30s else "longest"
+        # The log-mel runs in torch on the audio's device (GPU in real runs), not on the CPU.
         mel = self.feature_extractor(clips, sampling_rate=16000, return_tensors="pt", padding=padding,
-                                     pad_to_multiple_of=None if self.pad_to_30s else 2).input_features
+                                     pad_to_multiple_of=None if self.pad_to_30s else 2,
+                                     device=str(audio.device)).input_features
         return mel.to(audio.device, dtype=next(self.model.parameters()).dtype)
 
     def _encode(self, mel: torch.Tensor) -> list[torch.Tensor]:
