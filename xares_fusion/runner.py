@@ -230,7 +230,11 @@ def _run_planned(plan: Plan, request: RunRequest, accelerator: Accelerator) -> R
     recipe, run_dir = plan.recipe, plan.run_dir
     log.info("run %s: encoder %s, recipe %s, eval %s -> %s (processes %d)", plan.run_hash, plan.encoder,
              recipe.name, plan.eval_group, run_dir, accelerator.num_processes)
-    model = build_model(recipe, [src.task for src in plan.sources]).to(accelerator.device)
+    # Built artefacts (the offline and toy LLMs, converted checkpoints) are made on first use,
+    # and in a process group transformers' save_pretrained writes from rank 0 only: rank 0
+    # builds them while the other ranks wait, then load what it wrote.
+    with accelerator.main_process_first():
+        model = build_model(recipe, [src.task for src in plan.sources]).to(accelerator.device)
     if recipe.speed.tf32:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     if recipe.speed.feature_cache != "off":
