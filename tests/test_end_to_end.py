@@ -91,9 +91,11 @@ def test_rerun_reuses_training_and_scores(trained: Path, recipe: Path, capsys: p
 
 
 def test_eval_batch_size_does_not_change_answers(trained: Path, recipe: Path, tmp_path: Path) -> None:
-    """One row at a time against batches of 16 cut from length-sorted windows (the clips last
-    0.5-1.2 s): every answer lands on its own row and none changes."""
-    task = (REPO / "tasks/synthetic/tones.yaml").read_text().replace("batch_size: 16", "batch_size: 1")
+    """One row at a time, decoded in the generating thread, against batches of 16 cut from
+    length-sorted windows read ahead by a thread (the clips last 0.5-1.2 s): every answer lands on
+    its own row and none changes."""
+    task = (REPO / "tasks/synthetic/tones.yaml").read_text().replace("batch_size: 16",
+                                                                      "batch_size: 1\n  num_workers: 0")
     one_by_one = tmp_path / "tones-b1.yaml"
     one_by_one.write_text(task.replace("name: tones", "name: tones-b1"))
     assert main(["run", "logmel", str(recipe), str(one_by_one), "--output-dir", str(trained), "--no-progress"]) == 0

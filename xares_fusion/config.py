@@ -181,18 +181,23 @@ class DataSpec:
 class EvalSpec(DataSpec):
     """The evaluation split and its batching.
 
-    ``sort_window``: clips read ahead, in batches; each window is sorted by length (longest first)
-    before it is cut into batches, so rows of a batch have similar lengths. 1 keeps stream order.
-    Answers do not depend on it (a row gets the same answer alone or in any batch).
+    ``num_workers`` (the official field): 0 decodes clips in the generating thread; 1 or more
+    decodes them in a read-ahead thread (the eval stream is one ordered stream, so one thread does
+    it all). ``sort_window``: clips taken together, in batches; each window is sorted by length
+    (longest first) before it is cut into batches, so rows of a batch have similar lengths; 1 keeps
+    stream order. Neither changes an answer (a row gets the same answer alone or in any batch).
     """
 
     batch_size: int = 8
+    num_workers: int = 1
     sort_window: int = 16
 
     def validate(self, source: str, prefix: str) -> None:
         super().validate(source, prefix)
         if self.batch_size < 1:
             raise ConfigError(f"{source}: field '{prefix}.batch_size' must be >= 1, got {self.batch_size}.")
+        if self.num_workers < 0:
+            raise ConfigError(f"{source}: field '{prefix}.num_workers' must be >= 0, got {self.num_workers}.")
         if self.sort_window < 1:
             raise ConfigError(f"{source}: field '{prefix}.sort_window' must be >= 1 (1 keeps stream order), "
                               f"got {self.sort_window}.")

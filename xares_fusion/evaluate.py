@@ -75,8 +75,8 @@ def generate_predictions(model: AudioLLM, task: TaskConfig, accelerator: Acceler
                          sample_rate: int = 16000, progress: bool = True) -> EvalOutcome:
     """Answers for the task's eval rows (at most ``limit`` rows).
 
-    Clips are decoded by a background thread while the model generates, and each window of
-    ``eval.sort_window`` batches is sorted by length before it is cut into batches.
+    Clips are decoded by a read-ahead thread while the model generates (``eval.num_workers`` > 0),
+    and each window of ``eval.sort_window`` batches is sorted by length before it is cut into batches.
     """
     spec = task.split("eval")
     paths = require_shards(spec, task.name, "eval")
@@ -94,7 +94,7 @@ def generate_predictions(model: AudioLLM, task: TaskConfig, accelerator: Acceler
         from tqdm.auto import tqdm
         bar = tqdm(desc=f"eval {task.name}", unit="row", total=limit, dynamic_ncols=True)
     samples = iter_samples(paths, key, counter, sample_rate, owns=lambda pos: pos % world == rank)
-    for sample, n_rows in prefetch(_rows_within(samples, limit), depth=window):
+    for sample, n_rows in prefetch(_rows_within(samples, limit), depth=window if spec.num_workers > 0 else 0):
         expected += n_rows
         if bar is not None:
             bar.update(n_rows)
