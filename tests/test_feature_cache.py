@@ -90,11 +90,12 @@ def test_bench_measures_every_mode(synthetic_root: Path) -> None:
     from xares_fusion.bench import format_bench, run_bench
 
     results = run_bench("logmel", recipe="synthetic", task="tones", steps=2, rows=4, eval_batch=4)
-    assert [m.mode for m in results] == ["parity", "batched eval", "warm fp16 cache"]
-    parity, batched, cached = results
+    assert [m.mode for m in results] == ["parity", "batched eval", "batched eval + fp32 cache", "warm fp16 cache"]
+    parity, batched, batched_cached, cached = results
     assert parity.train_steps_per_s > 0 and parity.eval_rows_per_s > 0
     assert batched.train_steps_per_s is None and batched.eval_rows_per_s > 0
     assert batched.same_answers == "4/4"          # the parity weights: batching changes no answer
+    assert batched_cached.train_steps_per_s is None and batched_cached.same_answers == "4/4"  # nor does the cache
     assert cached.train_steps_per_s > 0 and cached.eval_rows_per_s > 0 and cached.same_answers is None
     table = format_bench(results, "cpu").splitlines()
     assert table[0] == "device: cpu" and table[2].split()[0] == "parity" and table[2].split()[2] == "1.00"

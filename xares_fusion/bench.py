@@ -5,6 +5,9 @@ Modes, each a fresh model from the same initial weights and the same seeded trai
 * parity: fp32, no feature cache; N training steps, then M eval rows generated one at a time;
 * batched eval: the parity model's weights, the same rows in length-sorted batches; its answers
   are compared with the one-row answers (they should be equal: rows are batch-invariant);
+* batched eval + fp32 cache: as batched eval, with the eval clips' encoder outputs stored first
+  (untimed, one clip at a time as in parity) in an fp32 cache, the state of every evaluation
+  after the first of an encoder; its answers are compared with the one-row answers too;
 * warm fp16 cache: the frozen encoders' outputs for the timed training batches and the eval
   clips are computed first (untimed), then training and batched evaluation read them;
 * each extra precision (``--precision bf16``): as warm fp16 cache, under that autocast.
@@ -78,12 +81,16 @@ def _train_rate(model, plan, optim, accelerator: Accelerator) -> float:
     return optim.max_steps / summary.seconds
 
 
-def _fill_cache(model, plan, optim, eval_task, rows: int, batch_size: int) -> None:
-    """Encode the timed training batches and the eval clips once, filling the feature cache."""
+def _cache_training_batches(model, plan, optim) -> None:
+    """Encode the timed training batches once, filling the feature cache."""
     stream = iter(training_stream(plan, optim))
     for _ in range(optim.max_steps):
         batch = next(stream)
         model.encode(batch["audio"], batch["audio_mask"], batch["cacheable"])
+
+
+def _cache_eval_clips(model, eval_task, rows: int, batch_size: int) -> None:
+    """Encode the first ``rows`` eval clips once, ``batch_size`` at a time, filling the feature cache."""
     spec = eval_task.split("eval")
     clips = [s.audio for _, s in zip(range(rows), iter_samples(require_shards(spec, eval_task.name, "eval"),
                                                                eval_task.key_for("eval"), SkipCounter()))
@@ -121,10 +128,22 @@ def _agreement(answers: list[str], reference: list[str]) -> str:
     return f"{sum(a == b for a, b in zip(answers, reference))}/{len(reference)}"
 
 
+def _batched_eval(mode: str, model: AudioLLM, task, rows: int, batch_size: int, accelerator: Accelerator,
+                  reference: list[str]) -> Measurement:
+    """Batched evaluation of trained weights, its answers checked against their one-row answers."""
+    _reset_peak(accelerator.device)
+    measurement = Measurement(mode)
+    measurement.eval_rows_per_s, measurement.generate_rows_per_s, answers = _eval(model, task, rows, batch_size,
+                                                                                accelerator)
+    measurement.peak_mib, measurement.same_answers = _peak_mib(accelerator.device), _agreement(answers, reference)
+    return measurement
+
+
 def run_bench(encoder: str | None, recipe: str = "demo", task: str = "mini-asr", steps: int = 10, rows: int = 32,
               eval_batch: int = 16, encoder_args: dict | None = None, overrides: list[str] | None = None,
               precisions: tuple[str, ...] = ()) -> list[Measurement]:
-    """Measure parity mode, batched evaluation, a warm fp16 feature cache and each extra precision."""
+    """Measure parity mode, batched evaluation (encoders recomputed, then from an fp32 cache), a warm
+    fp16 feature cache and each extra precision."""
     overrides = list(overrides or []) + [f"optim.max_steps={steps}", "optim.save_steps=1000000",
                                          f"optim.log_steps={steps}"]
     plan = plan_run(RunRequest(encoder=encoder, train=recipe, eval=task, encoder_args=encoder_args or {},
@@ -146,17 +165,19 @@ def run_bench(encoder: str | None, recipe: str = "demo", task: str = "mini-asr",
     parity.eval_rows_per_s, parity.generate_rows_per_s, reference = _eval(model, eval_task, rows, 1, accelerator)
     parity.peak_mib = _peak_mib(accelerator.device)
     results.append(parity)
-    _reset_peak(accelerator.device)
-    batched = Measurement("batched eval")
-    batched.eval_rows_per_s, batched.generate_rows_per_s, answers = _eval(model, eval_task, rows, eval_batch, accelerator)
-    batched.peak_mib, batched.same_answers = _peak_mib(accelerator.device), _agreement(answers, reference)
-    results.append(batched)
+    results.append(_batched_eval("batched eval", model, eval_task, rows, eval_batch, accelerator, reference))
+    with tempfile.TemporaryDirectory(prefix="xares-bench-cache-") as cache_dir:
+        model.feature_cache = FeatureCache(Path(cache_dir), "readwrite", "fp32")
+        _cache_eval_clips(model, eval_task, rows, 1)
+        results.append(_batched_eval("batched eval + fp32 cache", model, eval_task, rows, eval_batch, accelerator,
+                                     reference))
     del model
     with tempfile.TemporaryDirectory(prefix="xares-bench-cache-") as cache_dir:
         for precision in ("fp32", *precisions):
             model, accelerator, recipe_cfg = fresh(precision)
             model.feature_cache = FeatureCache(Path(cache_dir), "readwrite", "fp16")
-            _fill_cache(model, plan, recipe_cfg.optim, eval_task, rows, eval_batch)
+            _cache_training_batches(model, plan, recipe_cfg.optim)
+            _cache_eval_clips(model, eval_task, rows, eval_batch)
             _reset_peak(accelerator.device)
             measurement = Measurement("warm fp16 cache" if precision == "fp32" else f"{precision} + warm fp16 cache")
             measurement.train_steps_per_s = _train_rate(model, plan, recipe_cfg.optim, accelerator)
