@@ -64,12 +64,6 @@ def test_map_extra_columns_score_zero_as_officially() -> None:
     assert score("mAP", ["a", "b"], ["a", "b"], num_classes=4) == pytest.approx(0.5)   # (1 + 1 + 0 + 0) / 4
 
 
-def test_map_semicolon_labels_are_one_label_after_normalisation() -> None:
-    # Official order: normalise (strips ';') then split -> "dog;cat" is the single label "dogcat",
-    # so two columns suffice: dogcat target [1,0] pred [0,0] -> AP 1/2; bird [0,1] vs [0,1] -> AP 1.
-    assert score("mAP", ["dog", "bird"], ["dog;cat", "bird"], num_classes=2) == pytest.approx(0.75)
-
-
 def test_map_more_labels_than_num_classes_raises() -> None:
     with pytest.raises(ValueError, match="3 distinct labels but num_classes is 2"):
         score("mAP", ["a", "b", "c"], ["a", "b", "c"], num_classes=2)

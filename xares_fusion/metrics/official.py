@@ -17,13 +17,15 @@ from ..registry import register_metric
 from .normalize import normalize_text
 
 
-def _normalized(predictions: list[str], references: list[str]) -> tuple[list[str], list[str]]:
+def _normalized(predictions: list[str], references: list[str], remove_punctuation: bool = True
+                ) -> tuple[list[str], list[str]]:
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references; "
                          "there must be one prediction per reference row.")
     if not references:
         raise ValueError("no rows to score (empty predictions and references).")
-    return [normalize_text(p) for p in predictions], [normalize_text(r) for r in references]
+    return ([normalize_text(p, remove_punctuation) for p in predictions],
+            [normalize_text(r, remove_punctuation) for r in references])
 
 
 @register_metric("Accuracy")
@@ -61,14 +63,17 @@ def mean_average_precision(predictions: list[str], references: list[str], num_cl
                            separator: str = ";") -> float:
     """Binary macro average precision over ``num_classes`` columns, as officially computed.
 
-    Labels are normalised first and then split on ``separator``; the column set is the distinct
-    reference labels, so a predicted label never seen in the references is dropped, and columns
-    beyond the labels present have no positives and score AP 0. Note the official order: the
-    default separator ';' is ASCII punctuation, which normalisation removes, so a ';'-joined
-    label string is scored as one combined label (official data stores several labels as a JSON
-    list instead, which becomes one evaluation row per label).
+    Official rule (xares-llm metrics.py, class ``mAP``, since its commit 16bfb98): strings are
+    normalised *keeping punctuation* (NFKC, lowercase, hyphen -> space, whitespace collapsed),
+    then split on ``separator`` without stripping the parts, so ``"Dog;Cat"`` is the two labels
+    ``dog`` and ``cat``, ``"male speech, man speaking"`` keeps its comma, and ``"dog; cat"``
+    gives ``" cat"`` with its space. The column set is the distinct reference labels: a predicted
+    label never seen in the references is dropped, and the columns beyond the labels present
+    have no positives and score AP 0 (so ``num_classes`` larger than the label set caps the score).
+    More distinct reference labels than ``num_classes`` is an error here (officially an
+    IndexError deep in numpy).
     """
-    preds, refs = _normalized(predictions, references)
+    preds, refs = _normalized(predictions, references, remove_punctuation=False)
     labels = sorted(set(itertools.chain.from_iterable(r.split(separator) for r in refs)))
     if len(labels) > num_classes:
         raise ValueError(f"mAP: the references hold {len(labels)} distinct labels but num_classes is "
