@@ -1,6 +1,7 @@
 """Evaluation: greedy answers for every eval row of a task, decoded, then scored.
 
-Rows are shared out over processes (``accelerate launch``) by their position in the shard
+References are the labels as the official pipeline scores them: tokenised and decoded back
+(``tokens.reference_texts``). Rows are shared out over processes (``accelerate launch``) by their position in the shard
 stream and gathered back in order, so every row is evaluated exactly once and the scores equal
 a single-process run. A clip with several references is generated once and expanded into one
 row per reference (greedy decoding gives the same answer each time, as officially).
@@ -23,6 +24,7 @@ from .data.prefetch import prefetch
 from .data.samples import Sample, SkipCounter, iter_samples
 from .data.shards import require_shards
 from .model import AudioLLM
+from .tokens import reference_texts
 
 log = logging.getLogger("xares_fusion")
 
@@ -44,8 +46,9 @@ def _generate_batch(model: AudioLLM, batch: list[tuple[Sample, int]], prompt: st
     with accelerator.autocast():
         answers = model.generate(audio.to(accelerator.device), mask.to(accelerator.device),
                                  [prompt] * len(batch), tasks=[task.name] * len(batch), **task.generation)
-    return [(s.index, r, s.key, answer, s.texts[r])
-            for (s, n_rows), answer in zip(batch, answers) for r in range(n_rows)]
+    references = reference_texts(model.tokenizer, [s.texts[r] for s, n_rows in batch for r in range(n_rows)])
+    rows = [(s.index, r, s.key, answer) for (s, n_rows), answer in zip(batch, answers) for r in range(n_rows)]
+    return [(*row, reference) for row, reference in zip(rows, references)]
 
 
 def _rows_within(samples: Iterator[Sample], limit: int | None) -> Iterator[tuple[Sample, int]]:
@@ -76,7 +79,8 @@ def generate_predictions(model: AudioLLM, task: TaskConfig, accelerator: Acceler
     """Answers for the task's eval rows (at most ``limit`` rows).
 
     Clips are decoded by a read-ahead thread while the model generates (``eval.num_workers`` > 0),
-    and each window of ``eval.sort_window`` batches is sorted by length before it is cut into batches.
+    and each window of ``eval.sort_by_length`` clips (official 256) is sorted by length, longest
+    first, before it is cut into batches.
     """
     spec = task.split("eval")
     paths = require_shards(spec, task.name, "eval")
@@ -87,7 +91,7 @@ def generate_predictions(model: AudioLLM, task: TaskConfig, accelerator: Acceler
     model.eval()
     mine: list[tuple] = []
     pending: list[tuple[Sample, int]] = []
-    window = spec.batch_size * spec.sort_window
+    window = spec.sort_by_length
     expected = 0
     bar = None
     if progress and accelerator.is_main_process:

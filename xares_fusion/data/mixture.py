@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
+from webdataset import filters as wds_filters
 
-from .audio import random_crop
+from ..tokens import prompt_ids, target_ids
 from .batching import pad_audio
 from .samples import SkipCounter, iter_samples
 
@@ -47,79 +49,93 @@ class TrainExample:
 
 
 class MixtureStream(torch.utils.data.IterableDataset):
-    """Endless training batches: each example picks a dataset by probability, then its next clip.
+    """Endless training batches, drawn as the official pipeline draws them.
 
-    Each dataset cycles through its shards in a freshly shuffled order every pass; a clip with
-    several reference texts yields one example per text (as the official pipeline does); the
-    mixed stream passes a shuffle buffer. Randomness is seeded by (seed, process rank, loader
-    worker, start step), so a resumed run continues with a fresh but reproducible stream.
+    1. Each dataset streams clips from shards drawn uniformly *with replacement* (official:
+       ``wds.ResampledShards``); a clip with several reference texts yields one example per text.
+    2. Each draw picks a dataset by the mixture probabilities and takes a run of ``batch_size``
+       examples from it (official: ``RandomMix`` over per-dataset batches).
+    3. The mixed examples pass webdataset's own shuffle buffer (``shuffle_buffer``, official 256,
+       yielding from 100 buffered examples on).
+    4. Each window of ``sort_by_length`` consecutive examples (official 128) is sorted by
+       ``length_key`` -- prompt + target tokens plus audio seconds, officially -- longest first,
+       then cut into batches in that order (the last, partial batch of a window goes on into the
+       next window, as in a continuous stream). ``sort_by_length=1`` keeps stream order.
+
+    The random streams are ours, seeded by (seed, process rank, loader worker, start step), so a
+    resumed run continues with a fresh but reproducible stream; the official random stream (a
+    different generator) cannot be reproduced draw for draw, only its rules.
 
     Batches are made here, in the loader worker, so that each batch can carry the worker's
-    skipped-sample counts since its previous batch (``batch["skips"]``). With ``bucket_window``
-    k > 0, k batches' worth of mixed examples are sorted by length, cut into batches and those
-    batches shuffled: less padding, but batches no longer mix short and long clips as the
-    official stream does (a departure from parity, so off by default).
+    skipped-sample counts since its previous batch (``batch["skips"]``).
     """
 
     def __init__(self, sources: list[TrainSource], batch_size: int, crop_seconds: float, sample_rate: int,
                  seed: int, rank: int = 0, start_step: int = 0, shuffle_buffer: int = 256,
-                 bucket_window: int = 0) -> None:
+                 sort_by_length: int = 128, length_key: Callable[[TrainExample], float] | None = None) -> None:
         super().__init__()
         self.sources = sources
         self.batch_size = batch_size
-        self.bucket_window = bucket_window
-        self.max_samples = int(crop_seconds * sample_rate)
+        self.sort_by_length = sort_by_length
+        self.length_key = length_key or (lambda example: len(example.audio) / sample_rate)
+        self.crop_seconds = crop_seconds
         self.sample_rate = sample_rate
         self.seed, self.rank, self.start_step = seed, rank, start_step
         self.shuffle_buffer = max(1, shuffle_buffer)
 
     def _examples(self, source: TrainSource, counter: SkipCounter, rng: np.random.Generator
                   ) -> Iterator[TrainExample]:
+        barren: set[int] = set()  # shards that gave no usable sample (a set that never yields is an error)
         while True:
-            order = [source.shards[i] for i in rng.permutation(len(source.shards))]
+            pick = int(rng.integers(len(source.shards)))
             produced = False
-            for sample in iter_samples(order, source.key, counter, self.sample_rate):
+            for sample in iter_samples([source.shards[pick]], source.key, counter, self.sample_rate,
+                                       crop_seconds=self.crop_seconds, rng=rng):
                 if sample.audio is None:
                     continue
                 produced = True
-                audio = random_crop(sample.audio, self.max_samples, rng)
-                cropped = len(sample.audio) > self.max_samples
                 for text in sample.texts:
-                    yield TrainExample(source.task, sample.key, audio, source.prompt, text, cropped)
-            if not produced:
+                    yield TrainExample(source.task, sample.key, sample.audio, source.prompt, text, sample.cropped)
+            if produced:
+                barren.clear()
+                continue
+            barren.add(pick)
+            if len(barren) == len(source.shards):
                 raise RuntimeError(f"training set '{source.task}' yielded no usable sample from "
                                    f"{len(source.shards)} shards (skipped: {counter.as_dict()}).")
 
     def _mixed(self, counters: dict[str, SkipCounter], rng: np.random.Generator) -> Iterator[TrainExample]:
+        """Each draw picks a dataset and takes its next ``batch_size`` examples: officially every
+        dataset's stream is batched before the mix (``wds.batched``), so RandomMix draws runs of
+        a batch from one dataset, which the shuffle buffer then spreads out."""
         streams = [self._examples(s, counters[s.task], rng) for s in self.sources]
         probs = np.array([s.prob for s in self.sources])
-        buffer: list[TrainExample] = []
         while True:
-            buffer.append(next(streams[int(rng.choice(len(streams), p=probs))]))
-            if len(buffer) >= self.shuffle_buffer:
-                yield buffer.pop(int(rng.integers(len(buffer))))
+            stream = streams[int(rng.choice(len(streams), p=probs))]
+            for _ in range(self.batch_size):
+                yield next(stream)
 
-    def _batches(self, examples: Iterator[TrainExample], order: np.random.Generator) -> Iterator[list[TrainExample]]:
-        """Batches in stream order, or bucketed by length (``order`` shuffles the buckets; it is
-        not the mixing generator, so bucketing regroups exactly the examples of the plain stream)."""
-        if self.bucket_window < 1:
+    def _batches(self, examples: Iterator[TrainExample]) -> Iterator[list[TrainExample]]:
+        """Sort windows of ``sort_by_length`` examples, longest first, and cut them into batches."""
+        def sorted_windows() -> Iterator[TrainExample]:
             while True:
-                yield [next(examples) for _ in range(self.batch_size)]
+                window = [next(examples) for _ in range(self.sort_by_length)]
+                # list.sort is stable with reverse=True, as in the official _sort_by_length.
+                window.sort(key=self.length_key, reverse=True)
+                yield from window
+        ordered = sorted_windows()
         while True:
-            pool = sorted((next(examples) for _ in range(self.batch_size * self.bucket_window)),
-                          key=lambda e: len(e.audio))
-            batches = [pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
-            for i in order.permutation(len(batches)):
-                yield batches[i]
+            yield [next(ordered) for _ in range(self.batch_size)]
 
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
         worker = info.id if info is not None else 0
         rng = np.random.default_rng([self.seed, self.rank, worker, self.start_step])
+        shuffle_rng = random.Random(int(rng.integers(2**63)))
         counters = {s.task: SkipCounter() for s in self.sources}
         reported = {task: SkipCounter() for task in counters}
-        order = np.random.default_rng([self.seed, self.rank, worker, self.start_step, 1])
-        for batch in self._batches(self._mixed(counters, rng), order):
+        shuffled = wds_filters.shuffle(self.shuffle_buffer, initial=100, rng=shuffle_rng)(self._mixed(counters, rng))
+        for batch in self._batches(iter(shuffled)):
             audio, mask = pad_audio([e.audio for e in batch])
             skips = {}
             for task, counter in counters.items():
@@ -131,3 +147,19 @@ class MixtureStream(torch.utils.data.IterableDataset):
             yield {"audio": audio, "audio_mask": mask, "prompts": [e.prompt for e in batch],
                    "targets": [e.target for e in batch], "tasks": [e.task for e in batch],
                    "keys": [e.key for e in batch], "cacheable": [not e.cropped for e in batch], "skips": skips}
+
+
+class TokenLengthKey:
+    """The official sort key of a training example: prompt tokens + target tokens (text + EOS)
+    + audio seconds (xares-llm ``create_dataloader``: ``len(input_ids) + samples / 16000``).
+    A class rather than a closure so that loader worker processes can receive it."""
+
+    def __init__(self, tokenizer: Any, sample_rate: int = 16000) -> None:
+        self.tokenizer, self.sample_rate = tokenizer, sample_rate
+        self._prompt_lengths: dict[str, int] = {}
+
+    def __call__(self, example: TrainExample) -> float:
+        if example.prompt not in self._prompt_lengths:
+            self._prompt_lengths[example.prompt] = len(prompt_ids(self.tokenizer, [example.prompt])[0])
+        tokens = self._prompt_lengths[example.prompt] + len(target_ids(self.tokenizer, [example.target])[0])
+        return tokens + len(example.audio) / self.sample_rate
