@@ -43,6 +43,25 @@ def toy_llm(isolated_homes: dict[str, Path]):
     return load_llm(LLMSpec(name_or_path="toy-llama"))
 
 
+@pytest.fixture()
+def model(toy_llm):
+    """A fresh audio LLM: log-mel encoder, linear projector, the toy Llama with LoRA (seeded)."""
+    import torch
+
+    from xares_fusion.config import LoraSpec
+    from xares_fusion.encoders import build_encoder
+    from xares_fusion.llm import apply_lora
+    from xares_fusion.model import AudioLLM
+    from xares_fusion.projectors import build_projector
+
+    torch.manual_seed(0)
+    llm, tokenizer = toy_llm
+    llm = apply_lora(llm.__class__.from_pretrained(llm.config._name_or_path), LoraSpec())
+    encoder = build_encoder("logmel")
+    projector = build_projector("linear", encoder.output_dim, llm.config.hidden_size)
+    return AudioLLM(encoder, projector, llm, tokenizer)
+
+
 @pytest.fixture(scope="session")
 def tiny_whisper(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A random two-layer Whisper (d_model 32) saved as a local checkpoint directory."""

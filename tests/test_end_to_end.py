@@ -194,11 +194,12 @@ def test_two_processes_evaluate_every_row_once_with_the_same_scores(recipe: Path
     assert record["train"]["trained_this_invocation"] is False and record["tasks"][0]["rows"] == 40
 
 
-def test_two_processes_train_together_and_evaluate_every_row_once(recipe: Path, synthetic_root: Path,
-                                                                  tmp_path: Path) -> None:
+def test_parity_two_processes_train_on_one_schedule_and_evaluate_every_row_once(recipe: Path, synthetic_root: Path,
+                                                                                tmp_path: Path) -> None:
     """DDP training on two CPU processes from scratch: each rank reads its own seeded stream, the
-    gradients are averaged, rank 0 alone writes checkpoints; the model learns the task and every
-    eval row is scored once."""
+    gradients are averaged, the learning rate follows the one-process schedule (one scheduler
+    step per optimiser step, not one per process), rank 0 alone writes checkpoints; the model
+    learns the task and every eval row is scored once."""
     out = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "xares_fusion.cli",
                "run", "logmel", str(recipe), "tones", "--output-dir", str(out), "--max-steps", "60", "--no-progress"]
@@ -206,8 +207,13 @@ def test_two_processes_train_together_and_evaluate_every_row_once(recipe: Path, 
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "processes 2" in (out / "log.txt").read_text()
-    losses = [json.loads(line)["loss"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    history = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    losses = [h["loss"] for h in history]
     assert len(losses) == 6 and losses[-1] < losses[0] / 4
+    # Linear schedule, warmup 10, 60 steps, lr 3e-3; the rate used at step k is 3e-3 * f(k - 1),
+    # f(s) = (60 - s) / 50 past warmup: steps 10, 20, ..., 60 -> 0.9 (still warming up), 0.82, ...
+    expected = [3e-3 * 9 / 10] + [3e-3 * (60 - (k - 1)) / 50 for k in (20, 30, 40, 50, 60)]
+    assert [h["lr"] for h in history] == pytest.approx(expected, rel=1e-9)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000020.pt", "step-00000040.pt"]
     rows = pd.read_csv(out / "predictions_tones.csv")
     assert len(rows) == 40 and rows["index"].tolist() == list(range(40))

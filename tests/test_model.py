@@ -9,23 +9,14 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from xares_fusion.config import LoraSpec, OptimSpec
-from xares_fusion.encoders import build_encoder
+from xares_fusion.config import OptimSpec
 from xares_fusion.fusion import FusionContext, Stream
-from xares_fusion.llm import apply_lora
 from xares_fusion.model import AudioLLM
-from xares_fusion.projectors import LinearProjector, build_projector
+from xares_fusion.projectors import LinearProjector
+from xares_fusion.tokens import prompt_ids, target_ids
+
+from shard_helpers import padded_features
 from xares_fusion.train import _param_groups, is_complete, train
-
-
-@pytest.fixture()
-def model(toy_llm) -> AudioLLM:
-    torch.manual_seed(0)
-    llm, tokenizer = toy_llm
-    llm = apply_lora(llm.__class__.from_pretrained(llm.config._name_or_path), LoraSpec())
-    encoder = build_encoder("logmel")
-    projector = build_projector("linear", encoder.output_dim, llm.config.hidden_size)
-    return AudioLLM(encoder, projector, llm, tokenizer)
 
 
 def _clips(seconds: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,25 +34,20 @@ def test_rows_are_contiguous_and_loss_only_on_targets(model: AudioLLM) -> None:
     audio, mask = _clips([0.5, 1.0])
     streams = model.encode(audio, mask)
     embeds, emask, _ = model.embed_audio(streams, audio, mask, FusionContext())
-    rows, labels = model._rows(embeds, emask, ["Classify.", "Classify."], ["low", "high"])
-    prompt = model.tokenize(["Classify."], add_special_tokens=True)[0]
+    tok = model.tokenizer
+    rows, labels = model._rows(embeds, emask, prompt_ids(tok, ["Classify."] * 2), target_ids(tok, ["low", "high"]))
+    prompt = tok("Classify.")["input_ids"]
     for i, (target, frames) in enumerate([("low", 51), ("high", 101)]):
-        target_ids = model.tokenize([target], add_special_tokens=False)[0] + [model.tokenizer.eos_token_id]
-        assert rows[i].shape[0] == frames + len(prompt) + len(target_ids)     # no padding inside a row
-        assert labels[i] == [-100] * (frames + len(prompt)) + target_ids
+        target_tokens = tok(target + tok.eos_token)["input_ids"]
+        assert target_tokens[-1] == tok.eos_token_id
+        assert rows[i].shape[0] == frames + len(prompt) + len(target_tokens)  # no padding inside a row
+        assert labels[i] == [-100] * (frames + len(prompt)) + target_tokens
         assert torch.equal(rows[i][:frames], embeds[i, :frames])              # valid audio frames first
 
 
 def _features(seconds: list[float], dim: int = 80, rate: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
     """Encoder outputs for clips of the given lengths, zero beyond each clip (as from any encoder)."""
-    gen = torch.Generator().manual_seed(2)
-    frames = [int(s * rate) for s in seconds]
-    features = torch.zeros(len(seconds), max(frames), dim)
-    mask = torch.zeros(len(seconds), max(frames), dtype=torch.long)
-    for i, n in enumerate(frames):
-        features[i, :n] = torch.randn(n, dim, generator=gen)
-        mask[i, :n] = 1
-    return features, mask
+    return padded_features([int(s * rate) for s in seconds], dim)
 
 
 def test_answer_is_the_same_alone_and_in_a_batch_of_longer_clips(model: AudioLLM) -> None:
@@ -70,9 +56,10 @@ def test_answer_is_the_same_alone_and_in_a_batch_of_longer_clips(model: AudioLLM
     prompts = ["Classify the pitch."] * 3
     # Next-token logits of the first clip, left-padded inside the batch vs alone.
     embeds, emask, _ = model.embed_audio([Stream(features, mask)], None, None, FusionContext())
-    batch_in = model._pad(model._rows(embeds, emask, prompts, None)[0], left=True)
-    alone_in = model._pad(model._rows(embeds[:1, :60], emask[:1, :60], prompts[:1], None)[0], left=True)
-    assert batch_in[2][0, -1] == alone_in[2][0, -1] == 60 + len(model.tokenize(prompts[:1], True)[0]) - 1
+    ids = prompt_ids(model.tokenizer, prompts)
+    batch_in = model._pad(model._rows(embeds, emask, ids, [[]] * 3)[0], left=True)
+    alone_in = model._pad(model._rows(embeds[:1, :60], emask[:1, :60], ids[:1], [[]])[0], left=True)
+    assert batch_in[2][0, -1] == alone_in[2][0, -1] == 60 + len(ids[0]) - 1
     with torch.no_grad():
         batch_logits = model.llm(inputs_embeds=batch_in[0], attention_mask=batch_in[1], position_ids=batch_in[2]).logits
         alone_logits = model.llm(inputs_embeds=alone_in[0], attention_mask=alone_in[1], position_ids=alone_in[2]).logits
@@ -91,8 +78,9 @@ def test_answer_is_the_same_alone_and_in_a_batch_of_longer_clips(model: AudioLLM
     assert alone != unpenalised         # the penalty did act
 
 
-def test_batch_loss_is_the_token_weighted_mean_of_row_losses(model: AudioLLM) -> None:
+def test_packed_batch_loss_is_the_token_weighted_mean_of_row_losses(model: AudioLLM) -> None:
     model.eval()
+    model.audio_layout = "packed"  # the official layout's positions depend on the batch (test_parity)
     features, mask = _features([0.6, 2.0])
     targets = ["low", "high then mid"]
     batch = model(None, None, ["Describe."] * 2, targets, streams=[Stream(features, mask)])
@@ -153,10 +141,11 @@ def test_prompt_before_audio_puts_the_prompt_first(model: AudioLLM) -> None:
     embeds, emask, _ = model.embed_audio([Stream(features, mask)], None, None, FusionContext())
     model.prompt_before_audio = True
     try:
-        rows, labels = model._rows(embeds, emask, ["Classify."], ["low"])
+        rows, labels = model._rows(embeds, emask, prompt_ids(model.tokenizer, ["Classify."]),
+                                   target_ids(model.tokenizer, ["low"]))
     finally:
         model.prompt_before_audio = False
-    prompt = model.tokenize(["Classify."], add_special_tokens=True)[0]
+    prompt = model.tokenizer("Classify.")["input_ids"]
     frames = int(mask.sum())
     torch.testing.assert_close(rows[0][len(prompt):len(prompt) + frames], embeds[0, :frames])
     assert labels[0][:frames + len(prompt)] == [-100] * (frames + len(prompt))

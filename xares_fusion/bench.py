@@ -37,7 +37,8 @@ from .data.shards import require_shards
 from .evaluate import generate_predictions
 from .feature_cache import FeatureCache
 from .model import AudioLLM
-from .runner import PRECISION_TO_ACCELERATE, RunRequest, build_model, plan_run, training_stream, use_cpu
+from .runner import (PRECISION_TO_ACCELERATE, RunRequest, build_model, plan_run, set_deterministic, training_stream,
+                     use_cpu)
 from .train import train
 
 log = logging.getLogger("xares_fusion")
@@ -77,13 +78,14 @@ def _peak_mib(device: torch.device) -> float | None:
 
 def _train_rate(model, plan, optim, accelerator: Accelerator) -> float:
     with tempfile.TemporaryDirectory() as run_dir:
-        summary = train(model, iter(training_stream(plan, optim)), optim, Path(run_dir), accelerator, progress=False)
+        batches = iter(training_stream(plan, optim, model.tokenizer))
+        summary = train(model, batches, optim, Path(run_dir), accelerator, progress=False)
     return optim.max_steps / summary.seconds
 
 
 def _cache_training_batches(model, plan, optim) -> None:
     """Encode the timed training batches once, filling the feature cache."""
-    stream = iter(training_stream(plan, optim))
+    stream = iter(training_stream(plan, optim, model.tokenizer))
     for _ in range(optim.max_steps):
         batch = next(stream)
         model.encode(batch["audio"], batch["audio_mask"], batch["cacheable"])
@@ -149,6 +151,7 @@ def run_bench(encoder: str | None, recipe: str = "demo", task: str = "mini-asr",
     plan = plan_run(RunRequest(encoder=encoder, train=recipe, eval=task, encoder_args=encoder_args or {},
                                overrides=overrides, output_dir=Path(tempfile.mkdtemp(prefix="xares-bench-"))))
     eval_task = load_task(task)
+    set_deterministic(plan.recipe.speed.deterministic)  # as `run` does
     results = []
 
     def fresh(precision: str) -> tuple[AudioLLM, Accelerator, RecipeConfig]:

@@ -183,14 +183,15 @@ class EvalSpec(DataSpec):
 
     ``num_workers`` (the official field): 0 decodes clips in the generating thread; 1 or more
     decodes them in a read-ahead thread (the eval stream is one ordered stream, so one thread does
-    it all). ``sort_window``: clips taken together, in batches; each window is sorted by length
-    (longest first) before it is cut into batches, so rows of a batch have similar lengths; 1 keeps
-    stream order. Neither changes an answer (a row gets the same answer alone or in any batch).
+    it all). ``sort_by_length``: clips taken together (official: 256); each window is sorted by
+    length, longest first, before it is cut into batches, so rows of a batch have similar
+    lengths; 1 keeps stream order. Neither changes an answer (a row gets the same answer alone or
+    in any batch).
     """
 
     batch_size: int = 8
     num_workers: int = 1
-    sort_window: int = 16
+    sort_by_length: int = 256
 
     def validate(self, source: str, prefix: str) -> None:
         super().validate(source, prefix)
@@ -198,9 +199,9 @@ class EvalSpec(DataSpec):
             raise ConfigError(f"{source}: field '{prefix}.batch_size' must be >= 1, got {self.batch_size}.")
         if self.num_workers < 0:
             raise ConfigError(f"{source}: field '{prefix}.num_workers' must be >= 0, got {self.num_workers}.")
-        if self.sort_window < 1:
-            raise ConfigError(f"{source}: field '{prefix}.sort_window' must be >= 1 (1 keeps stream order), "
-                              f"got {self.sort_window}.")
+        if self.sort_by_length < 1:
+            raise ConfigError(f"{source}: field '{prefix}.sort_by_length' must be >= 1 (1 keeps stream order), "
+                              f"got {self.sort_by_length}.")
 
 
 @dataclass
@@ -307,7 +308,19 @@ class ModelSpec:
     llm: LLMSpec = field(default_factory=LLMSpec)
     lora: LoraSpec = field(default_factory=LoraSpec)
     aux_loss_weights: dict[str, float] = field(default_factory=dict)
-    prompt_before_audio: bool = False  # official order: [audio][prompt]; PaM puts the prompt first
+    prompt_before_audio: bool = False  # official order: [audio][prompt]; PaM puts the prompt first (packed rows)
+    # Training sequence layout: "official" ([padded audio block][prompt + target], positions
+    # through the padding) or "packed" (each row contiguous); see model.py. Not parity: packed.
+    audio_layout: str = "official"
+    # Mode of a frozen single encoder during training: "train" (official, by accident: see
+    # model.py) or "eval" (the fix). Evaluation always runs it in eval mode.
+    frozen_encoder_mode: str = "train"
+
+    def validate(self, source: str, prefix: str) -> None:
+        for name, allowed in (("audio_layout", ("official", "packed")), ("frozen_encoder_mode", ("train", "eval"))):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{source}: field '{prefix}.{name}' must be one of {list(allowed)}, "
+                                  f"got {getattr(self, name)!r}.")
 
 
 @dataclass
@@ -326,7 +339,9 @@ class DataMixtureSpec:
     num_workers: int = 0        # loader processes; 1 reads the same stream as 0, ahead of the model
     shuffle_buffer: int = 256
     max_skip_fraction: float = 0.05
-    bucket_window: int = 0      # >0: batches of similar length from this many batches (not parity)
+    # Official: each window of 128 consecutive (shuffled) examples is sorted by prompt+target
+    # tokens + audio seconds, longest first, then cut into batches; 1 keeps stream order.
+    sort_by_length: int = 128
 
     def validate(self, source: str, prefix: str) -> None:
         for i, entry in enumerate(self.mixture):
@@ -334,9 +349,11 @@ class DataMixtureSpec:
                 raise ConfigError(f"{source}: field '{prefix}.mixture[{i}].prob' must be > 0, got {entry.prob}.")
         if not 0 <= self.max_skip_fraction <= 1:
             raise ConfigError(f"{source}: field '{prefix}.max_skip_fraction' must be within [0, 1].")
-        for name in ("num_workers", "bucket_window"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{source}: field '{prefix}.{name}' must be >= 0 (0 = off), got {getattr(self, name)}.")
+        if self.num_workers < 0:
+            raise ConfigError(f"{source}: field '{prefix}.num_workers' must be >= 0, got {self.num_workers}.")
+        for name in ("shuffle_buffer", "sort_by_length"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{source}: field '{prefix}.{name}' must be >= 1 (1 = off), got {getattr(self, name)}.")
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -344,13 +361,15 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 @dataclass
 class OptimSpec:
-    """Optimisation and precision (official: AdamW 1e-4, wd 0.01, cosine, 200 warmup, clip 1.0, batch 4)."""
+    """Optimisation and precision (official: AdamW 1e-4, wd 0.01, linear schedule -- 200 warmup
+    steps, then linear decay to 0 at max_steps, the transformers Trainer default -- clip 1.0,
+    batch 4 per process, seed 42, fp32)."""
 
     max_steps: int = 100_000
     lr: float = 1e-4
     weight_decay: float = 0.01
     warmup_steps: int = 200
-    scheduler: str = "cosine"
+    scheduler: str = "linear"
     max_grad_norm: float = 1.0
     projector_lr_scale: float = 1.0  # learning rate of the projector relative to lr (officially 1)
     batch_size: int = 4
@@ -359,12 +378,15 @@ class OptimSpec:
     save_steps: int = 200
     keep_checkpoints: int = 2
     log_steps: int = 100
+    # Official on N processes: the backward loss is multiplied by N (a transformers Trainer
+    # behaviour, see train.py); no effect on one process. false: the plain mean over processes.
+    loss_times_processes: bool = True
 
     def validate(self, source: str, prefix: str) -> None:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"{source}: field '{prefix}.precision' must be one of {PRECISIONS}, got {self.precision!r}.")
         if self.scheduler not in ("cosine", "linear", "constant"):
-            raise ConfigError(f"{source}: field '{prefix}.scheduler' must be cosine, linear or constant.")
+            raise ConfigError(f"{source}: field '{prefix}.scheduler' must be linear (official), cosine or constant.")
         for name in ("max_steps", "batch_size", "save_steps", "log_steps", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{source}: field '{prefix}.{name}' must be >= 1, got {getattr(self, name)}.")
@@ -372,15 +394,19 @@ class OptimSpec:
 
 @dataclass
 class SpeedSpec:
-    """Speed options; every one off by default (parity) and recorded with the recipe.
+    """Speed options; every one at its parity value by default and recorded with the recipe.
 
     ``feature_cache``: off, read or readwrite (frozen encoders' outputs stored per clip);
-    ``cache_dtype``: fp16 (half the disk) or fp32 (equal to uncached runs); ``tf32``: TF32 matmuls on GPU.
+    ``cache_dtype``: fp16 (half the disk) or fp32 (equal to uncached runs); ``tf32``: TF32 matmuls on GPU;
+    ``deterministic``: the official deterministic mode (on by default).
     """
 
     feature_cache: str = "off"
     cache_dtype: str = "fp16"
     tf32: bool = False
+    # Official (run.py --benchmark, always on): deterministic algorithms, cuDNN deterministic,
+    # CUBLAS_WORKSPACE_CONFIG=:4096:8. false allows faster non-deterministic kernels (recorded).
+    deterministic: bool = True
 
     def validate(self, source: str, prefix: str) -> None:
         if self.feature_cache not in ("off", "read", "readwrite"):

@@ -1,10 +1,15 @@
 """The audio LLM: frozen encoder -> projector -> frozen LLM with LoRA; loss and generation.
 
-Each row is built contiguously, ``[valid audio frames][prompt tokens][target tokens + EOS]``, so
-padding never sits between audio and text (the official pipeline pads in the middle, which shifts
-positions with the batch's longest clip). Rows are right-padded for training and left-padded for
-generation, with position ids that count only real tokens; a clip therefore gets the same answer
-alone or inside a batch of longer clips.
+Training sequences follow the official layout by default (``audio_layout="official"``): the
+projected audio of the batch, padded to its longest clip, then each row's prompt and target
+tokens (+EOS), right-padded; positions run 0..L-1 through the audio padding, because the
+official forward passes no position ids. ``audio_layout="packed"`` (a recorded departure) builds
+each row contiguously instead, ``[valid audio frames][prompt][target + EOS]``, with positions
+that count only real tokens, so a clip trains the same whatever the batch's longest clip.
+
+Generation is the same under both: rows are left-padded and contiguous, and generate() derives
+positions from the attention mask -- which is what the official generation computes from its
+masked middle padding -- so a clip gets the same answer alone or inside a batch of longer clips.
 
 This module knows no files and no CLI: it receives built modules and batches of tensors/strings.
 """
@@ -18,6 +23,10 @@ import torch
 from transformers import LogitsProcessorList, PreTrainedTokenizerBase, RepetitionPenaltyLogitsProcessor
 
 from .fusion import FusionContext, Stream
+from .tokens import prompt_ids, target_ids
+
+AUDIO_LAYOUTS = ("official", "packed")
+FROZEN_ENCODER_MODES = ("train", "eval")
 
 
 @dataclass
@@ -34,13 +43,26 @@ class AudioLLM(torch.nn.Module):
 
     def __init__(self, encoder: torch.nn.Module, projector: torch.nn.Module, llm: torch.nn.Module,
                  tokenizer: PreTrainedTokenizerBase, prompt_before_audio: bool = False,
-                 task_vocab: list[str] | None = None) -> None:
+                 task_vocab: list[str] | None = None, audio_layout: str = "official",
+                 frozen_encoder_mode: str = "train") -> None:
+        """``audio_layout``: "official" or "packed" (see the module docstring).
+        ``frozen_encoder_mode``: the mode a frozen single encoder runs in while the model trains.
+        "train" is the official behaviour: its freeze loop sets ``param._requires_grad`` (a typo)
+        and the Trainer's ``model.train()`` reaches the encoder, so its dropout, layer drop and
+        BatchNorm batch statistics act (under no_grad) during training; "eval" runs it in
+        inference mode throughout, as intended. Evaluation always uses eval mode."""
         super().__init__()
+        if audio_layout not in AUDIO_LAYOUTS:
+            raise ValueError(f"audio_layout must be one of {AUDIO_LAYOUTS}, got {audio_layout!r}")
+        if frozen_encoder_mode not in FROZEN_ENCODER_MODES:
+            raise ValueError(f"frozen_encoder_mode must be one of {FROZEN_ENCODER_MODES}, got {frozen_encoder_mode!r}")
         self.encoder = encoder
         self.projector = projector
         self.llm = llm
         self.tokenizer = tokenizer
         self.prompt_before_audio = prompt_before_audio
+        self.audio_layout = audio_layout
+        self.frozen_encoder_mode = frozen_encoder_mode
         self.task_vocab = list(task_vocab or [])
         self.is_fusion = hasattr(encoder, "encode_streams")
         self.feature_cache = None  # a FeatureCache, set by the runner when the recipe asks for one
@@ -62,7 +84,7 @@ class AudioLLM(torch.nn.Module):
             return [None]
         if self.feature_cache is not None:
             return [self.feature_cache.encode(self.encoder, audio, audio_mask, cacheable)]
-        self.encoder.eval()
+        self.encoder.train(self.training and self.frozen_encoder_mode == "train")
         with torch.no_grad():
             features, mask = self.encoder(audio, audio_mask)
         if mask is None:
@@ -97,7 +119,7 @@ class AudioLLM(torch.nn.Module):
         route then does not drift while the adapters train."""
         states = None
         if getattr(self.encoder, "needs_prompt_state", False):
-            ids = self.tokenize(prompts, add_special_tokens=True)
+            ids = prompt_ids(self.tokenizer, prompts)
             device = self.llm.get_input_embeddings().weight.device
             rows = [self._token_embeddings(row, device) for row in ids]
             embeds, attention, positions = self._pad(rows, left=False)
@@ -120,29 +142,41 @@ class AudioLLM(torch.nn.Module):
                 module.reset_stats()
 
     # -- text path --------------------------------------------------------------------------
-    def tokenize(self, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
-        return self.tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
-
     def _token_embeddings(self, ids: list[int], device: torch.device) -> torch.Tensor:
         table = self.llm.get_input_embeddings()
         return table(torch.tensor(ids, dtype=torch.long, device=device))
 
-    def _rows(self, audio_embeds: torch.Tensor, audio_mask: torch.Tensor, prompts: list[str],
-              targets: list[str] | None) -> tuple[list[torch.Tensor], list[list[int]]]:
-        """Per-row embeddings [valid audio][prompt][target+EOS] and their label ids."""
-        prompt_ids = self.tokenize(prompts, add_special_tokens=True)
-        target_ids = (self.tokenize(targets, add_special_tokens=False) if targets is not None
-                      else [[] for _ in prompts])
-        eos = [self.tokenizer.eos_token_id] if targets is not None else []
+    def _rows(self, audio_embeds: torch.Tensor, audio_mask: torch.Tensor, prompt_tokens: list[list[int]],
+              target_tokens: list[list[int]]) -> tuple[list[torch.Tensor], list[list[int]]]:
+        """Contiguous rows [valid audio][prompt][target] (prompt first for prompt-routed
+        fusions) and their label ids."""
         rows, labels = [], []
         for i in range(audio_embeds.shape[0]):
             audio_part = audio_embeds[i][audio_mask[i].bool()]
-            prompt_part = self._token_embeddings(prompt_ids[i], audio_embeds.device).to(audio_part.dtype)
-            target_part = self._token_embeddings(target_ids[i] + eos, audio_embeds.device).to(audio_part.dtype)
+            prompt_part = self._token_embeddings(prompt_tokens[i], audio_embeds.device).to(audio_part.dtype)
+            target_part = self._token_embeddings(target_tokens[i], audio_embeds.device).to(audio_part.dtype)
             context = [prompt_part, audio_part] if self.prompt_before_audio else [audio_part, prompt_part]
             rows.append(torch.cat([*context, target_part], dim=0))
-            labels.append([-100] * (audio_part.shape[0] + len(prompt_ids[i])) + target_ids[i] + eos)
+            labels.append([-100] * (audio_part.shape[0] + len(prompt_tokens[i])) + target_tokens[i])
         return rows, labels
+
+    def _training_sequence(self, audio_embeds: torch.Tensor, audio_mask: torch.Tensor, prompts: list[str],
+                           targets: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[list[int]]]:
+        """Embeddings, attention mask, position ids and per-row labels of a training batch."""
+        p_ids, t_ids = prompt_ids(self.tokenizer, prompts), target_ids(self.tokenizer, targets)
+        if self.audio_layout == "packed" or self.prompt_before_audio:
+            rows, labels = self._rows(audio_embeds, audio_mask, p_ids, t_ids)
+            embeds, attention, positions = self._pad(rows, left=False)
+            return embeds, attention, positions, labels
+        # Official: [audio block, padded to the batch's longest clip][prompt + target, right-padded].
+        text_rows = [self._token_embeddings(p + t, audio_embeds.device).to(audio_embeds.dtype)
+                     for p, t in zip(p_ids, t_ids)]
+        text, text_mask, _ = self._pad(text_rows, left=False)
+        embeds = torch.cat([audio_embeds, text], dim=1)
+        attention = torch.cat([audio_mask.to(text_mask.dtype), text_mask], dim=1)
+        positions = torch.arange(embeds.shape[1], device=embeds.device).expand(embeds.shape[0], -1)
+        labels = [[-100] * (audio_embeds.shape[1] + len(p)) + t for p, t in zip(p_ids, t_ids)]
+        return embeds, attention, positions, labels
 
     @staticmethod
     def _pad(rows: list[torch.Tensor], left: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -167,8 +201,7 @@ class AudioLLM(torch.nn.Module):
         if streams is None:
             streams = self.encode(audio, audio_mask, cacheable)
         audio_embeds, embed_mask, aux = self.embed_audio(streams, audio, audio_mask, self._context(prompts, tasks))
-        rows, labels = self._rows(audio_embeds, embed_mask, prompts, targets)
-        embeds, attention, positions = self._pad(rows, left=False)
+        embeds, attention, positions, labels = self._training_sequence(audio_embeds, embed_mask, prompts, targets)
         label_tensor = torch.full(attention.shape, -100, dtype=torch.long, device=embeds.device)
         for i, row_labels in enumerate(labels):
             label_tensor[i, :len(row_labels)] = torch.tensor(row_labels, device=embeds.device)
@@ -191,7 +224,7 @@ class AudioLLM(torch.nn.Module):
         if streams is None:
             streams = self.encode(audio, audio_mask)
         audio_embeds, embed_mask, _ = self.embed_audio(streams, audio, audio_mask, self._context(prompts, tasks))
-        rows, _ = self._rows(audio_embeds, embed_mask, prompts, None)
+        rows, _ = self._rows(audio_embeds, embed_mask, prompt_ids(self.tokenizer, prompts), [[] for _ in prompts])
         embeds, attention, _ = self._pad(rows, left=True)
         kwargs = {"do_sample": False, "num_beams": 1, "pad_token_id": self.tokenizer.pad_token_id,
                   "eos_token_id": self.tokenizer.eos_token_id, **generation_kwargs}

@@ -24,7 +24,7 @@ from accelerate.utils import set_seed
 from . import __version__
 from .config import (ConfigError, OptimSpec, RecipeConfig, StageSpec, TaskConfig, load_eval_tasks, load_recipe,
                      load_task, stable_hash, to_dict)
-from .data.mixture import MixtureStream, TrainSource, mixture_probabilities
+from .data.mixture import MixtureStream, TokenLengthKey, TrainSource, mixture_probabilities
 from .data.shards import require_shards, shard_base
 from .data.mini import make_mini
 from .data.synthetic import make_synthetic
@@ -35,6 +35,7 @@ from .paths import cache_home
 from .llm import apply_lora, load_llm
 from .metrics.caption import CaptionMetricUnavailable
 from .model import AudioLLM
+from .parity import parity, recipe_departures, task_departures
 from .projectors import build_projector
 from .registry import encoder_display_name
 from .stages import attach_encoder_lora, merge_encoder_lora, set_trainable, stage_parts
@@ -90,6 +91,7 @@ class Plan:
     run_hash: str
     identity: dict[str, Any]
     system_name: str
+    departures: list[str] = field(default_factory=list)  # from the official pipeline (see parity.py)
 
 
 def use_cpu() -> bool:
@@ -154,6 +156,12 @@ def plan_run(request: RunRequest, state: PartialState | None = None) -> Plan:
     sources = [TrainSource(t.name, t.prompt_for("train"), t.key_for("train"), shards, p)
                for t, shards, p in zip(train_tasks, shard_lists, probs)]
 
+    departures = recipe_departures(recipe, load_recipe(request.train, [], front_end=front_end).optim.max_steps)
+    departures += [d for task in eval_tasks for d in task_departures(task)]
+    if request.limit is not None:
+        departures.append(f"eval limited to {request.limit} rows per task (official: every row)")
+    log.info("parity: %s", "official pipeline" if not departures else "departs: " + "; ".join(departures))
+
     recipe_identity = {k: v for k, v in to_dict(recipe).items() if k not in ("name", "source", "description", "eval")}
     identity = {"harness": __version__, "recipe": recipe_identity,
                 "train_tasks": [_train_identity(t) for t in train_tasks]}
@@ -164,7 +172,7 @@ def plan_run(request: RunRequest, state: PartialState | None = None) -> Plan:
         _claim_run_dir(run_dir, run_hash, identity)
     state.wait_for_everyone()
     return Plan(recipe, encoder, encoder_args, eval_group, eval_tasks, sources, run_dir, run_hash, identity,
-                system_name)
+                system_name, departures)
 
 
 def _is_front_end_file(ref: str | None) -> bool:
@@ -198,11 +206,37 @@ def build_model(recipe: RecipeConfig, task_vocab: list[str] | None = None) -> Au
     encoder = build_encoder(recipe.model.encoder, recipe.model.encoder_args)
     summary = check_encoder(recipe.model.encoder, encoder=encoder)
     log.info("encoder check passed: %s", summary)
+    _official_probe(encoder)
     llm = apply_lora(llm, recipe.model.lora)
     projector = build_projector(recipe.model.projector.name, encoder.output_dim, llm.config.hidden_size,
                                 recipe.model.projector.args)
     return AudioLLM(encoder, projector, llm, tokenizer, prompt_before_audio=recipe.model.prompt_before_audio,
-                    task_vocab=task_vocab)
+                    task_vocab=task_vocab, audio_layout=recipe.model.audio_layout,
+                    frozen_encoder_mode=recipe.model.frozen_encoder_mode)
+
+
+def set_deterministic(on: bool) -> None:
+    """The official run.py always runs in deterministic mode (its --benchmark flag defaults to
+    true): deterministic algorithms, cuDNN deterministic and not benchmarking, and the cuBLAS
+    workspace setting those need (read when CUDA initialises, so set before the first matmul)."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.deterministic = on
+    torch.backends.cudnn.benchmark = False
+
+
+def _official_probe(encoder: torch.nn.Module) -> None:
+    """Draw what the official encoder check draws from the global generator between building the
+    encoder and initialising LoRA and the projector (``check_audio_encoder``: one
+    ``torch.randn(3, 50000)`` on the encoder's device, then a forward pass), so that with the
+    same seed, encoder and LLM the trainable parts start from the official initial values. Our
+    own checker uses a private generator and draws nothing here."""
+    params = list(encoder.parameters())
+    device = params[0].device if params else torch.device("cpu")
+    probe = torch.randn(3, 50000, device=device)
+    with torch.no_grad():
+        encoder(probe, None)
 
 
 def _attach_log_file(run_dir: Path) -> logging.Handler:
@@ -216,6 +250,7 @@ def run(request: RunRequest) -> RunResult:
     """Train (or reuse) and evaluate; writes predictions, scores.tsv and the result record."""
     plan = plan_run(request, process_state())
     recipe = plan.recipe
+    set_deterministic(recipe.speed.deterministic)
     accelerator = Accelerator(mixed_precision=PRECISION_TO_ACCELERATE[recipe.optim.precision], cpu=use_cpu())
     handler = _attach_log_file(plan.run_dir) if accelerator.is_main_process else None
     try:
@@ -255,9 +290,12 @@ def _run_planned(plan: Plan, request: RunRequest, accelerator: Accelerator) -> R
                    "llm": recipe.model.llm.name_or_path, "precision": recipe.optim.precision},
         "eval_group": plan.eval_group,
         "limit": request.limit,
+        "processes": accelerator.num_processes,  # global batch = optim.batch_size x processes
         "tasks": record_tasks(results),
         "overall": overall,
         "overall_unofficial": any(r.unofficial for r in results),
+        "parity": parity(plan.departures + [f"{r.task}: scored with {r.metric} (official: {task.metric})"
+                                            for r, task in zip(results, plan.eval_tasks) if r.unofficial]),
         "recipe": to_dict(recipe),
         "task_configs": {t.name: {"source": t.source, "hash": stable_hash(t.identity())} for t in plan.eval_tasks},
         "train": train_info,
@@ -302,11 +340,13 @@ def train_stages(model: AudioLLM, plan: Plan, request: RunRequest, accelerator: 
     return train_info
 
 
-def training_stream(plan: Plan, optim: OptimSpec, rank: int = 0, start_step: int = 0) -> MixtureStream:
-    """The recipe's seeded stream of training batches for one process."""
+def training_stream(plan: Plan, optim: OptimSpec, tokenizer: Any, rank: int = 0, start_step: int = 0) -> MixtureStream:
+    """The recipe's seeded stream of training batches for one process; ``tokenizer`` gives the
+    token counts of the official length sort key."""
     data = plan.recipe.data
     return MixtureStream(plan.sources, optim.batch_size, data.crop_seconds, data.sample_rate, optim.seed, rank=rank,
-                         start_step=start_step, shuffle_buffer=data.shuffle_buffer, bucket_window=data.bucket_window)
+                         start_step=start_step, shuffle_buffer=data.shuffle_buffer,
+                         sort_by_length=data.sort_by_length, length_key=TokenLengthKey(tokenizer, data.sample_rate))
 
 
 def _train_stage(model: AudioLLM, plan: Plan, stage: StageSpec | None, stage_dir: Path, request: RunRequest,
@@ -315,7 +355,8 @@ def _train_stage(model: AudioLLM, plan: Plan, stage: StageSpec | None, stage_dir
     optim = dataclasses.replace(recipe.optim, **stage.optim) if stage is not None else recipe.optim
     log.info("training %s: %d trainable parameters, %d steps", stage.name if stage else "the model", trainable,
              optim.max_steps)
-    stream = training_stream(plan, optim, rank=accelerator.process_index, start_step=_resume_step(stage_dir))
+    stream = training_stream(plan, optim, model.tokenizer, rank=accelerator.process_index,
+                             start_step=_resume_step(stage_dir))
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=recipe.data.num_workers,
                                          pin_memory=accelerator.device.type == "cuda")
     weights = {**getattr(model.encoder, "default_aux_weights", {}), **getattr(model.projector, "default_aux_weights", {}),
@@ -363,7 +404,7 @@ def _evaluate_task(model: AudioLLM, task: TaskConfig, plan: Plan, request: RunRe
             result.metric, result.unofficial = choice.name, choice.unofficial
         except (ValueError, CaptionMetricUnavailable) as err:
             result.error = f"scoring with {task.metric} failed: {err}"
-    log.info("%s: %s = %s (%d rows, %.1fs)", task.name, task.metric, result.score, result.rows,
+    log.info("%s: %s = %s (%d rows, %.1fs)", task.name, result.metric, result.score, result.rows,
              time.time() - started)
     if accelerator.is_main_process and result.error is None:
         cache_file.parent.mkdir(exist_ok=True)

@@ -125,7 +125,9 @@ def train(model: AudioLLM, batches: Iterable[dict], optim: OptimSpec, run_dir: P
         scheduler.load_state_dict(state["scheduler"])
         start = resumed_from = int(state["step"])
         log.info("resuming from %s (step %d)", existing[-1], start)
-    wrapped, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # The scheduler is not passed through accelerator.prepare: its wrapper steps it once per
+    # process for every optimiser step, so on N processes the schedule would run N times too fast.
+    wrapped, optimizer = accelerator.prepare(model, optimizer)
     tracker = _SkipTracker(max_skip_fraction)
     summary = TrainSummary(steps=start, resumed_from=resumed_from)
     window: dict[str, list[float]] = defaultdict(list)
@@ -151,9 +153,10 @@ def train(model: AudioLLM, batches: Iterable[dict], optim: OptimSpec, run_dir: P
         if not torch.isfinite(loss):
             raise FloatingPointError(f"step {step}: loss is {loss.item()}; lower optim.lr or use fp32/bf16 "
                                      f"instead of fp16 (checkpoints up to step {step - 1} are kept).")
-        accelerator.backward(loss)
+        accelerator.backward(backward_loss(loss, optim, accelerator.num_processes))
         if accelerator.sync_gradients and optim.max_grad_norm > 0:
             accelerator.clip_grad_norm_([p for p in wrapped.parameters() if p.requires_grad], optim.max_grad_norm)
+        lr_used = scheduler.get_last_lr()[0]  # logged: the rate of this step, as the official log shows
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -166,7 +169,7 @@ def train(model: AudioLLM, batches: Iterable[dict], optim: OptimSpec, run_dir: P
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if step % optim.log_steps == 0 or step == optim.max_steps:
             tracker.check()
-            entry = {"step": step, "lr": scheduler.get_last_lr()[0],
+            entry = {"step": step, "lr": lr_used,
                      **{k: sum(v) / len(v) for k, v in window.items()}}
             summary.loss_history.append(entry)
             window.clear()
@@ -190,6 +193,15 @@ def train(model: AudioLLM, batches: Iterable[dict], optim: OptimSpec, run_dir: P
         (run_dir / COMPLETE_MARKER).write_text(json.dumps(marker, indent=2))
     accelerator.wait_for_everyone()
     return summary
+
+
+def backward_loss(loss: torch.Tensor, optim: OptimSpec, processes: int) -> torch.Tensor:
+    """The loss that is backpropagated. Officially the Trainer multiplies it by the number of
+    processes (its average_tokens_across_devices path, taken because the official forward accepts
+    **kwargs, which it then ignores), so on N processes the DDP-averaged gradient is N times the
+    mean one and clipping at max_grad_norm acts on that. ``optim.loss_times_processes: false``
+    backpropagates the plain mean instead."""
+    return loss * processes if optim.loss_times_processes else loss
 
 
 def _save_checkpoint(accelerator: Accelerator, wrapped: torch.nn.Module, optimizer, scheduler, step: int,
