@@ -33,6 +33,14 @@ class System:
     published_runs: int | None = None
     printed_overall: dict[str, tuple[float, float | None]] = field(default_factory=dict)
     identity: dict[str, Any] = field(default_factory=dict)
+    # Our runs: every departure from the official pipeline its records list (parity.py); a record
+    # written before parity was recorded counts as departing ("no parity record").
+    departures: list[str] = field(default_factory=list)
+
+    @property
+    def official(self) -> bool:
+        """Published systems, and our runs whose records all say they follow the official pipeline."""
+        return self.published or not self.departures
 
 
 def load_records(paths: list[Path]) -> list[dict]:
@@ -59,7 +67,7 @@ def _identity(record: dict) -> dict[str, Any]:
     system = record["system"]
     return {"name": system.get("name") or system.get("encoder"), "recipe": system.get("recipe"),
             "llm": system.get("llm"), "precision": system.get("precision"), "eval": record.get("eval_group"),
-            "limit": record.get("limit")}
+            "limit": record.get("limit"), "official": (record.get("parity") or {}).get("official")}
 
 
 def systems_from_records(records: list[dict], names: dict[str, dict] | None = None) -> list[System]:
@@ -80,6 +88,10 @@ def systems_from_records(records: list[dict], names: dict[str, dict] | None = No
         rename = names.get(label, {})
         system = System(key=key, label=rename.get("label", label), group=rename.get("group"), identity=identity)
         for record in group:
+            entry = record.get("parity")
+            for departure in (entry or {}).get("departures", ["no parity record (written by an older version)"]):
+                if departure not in system.departures:
+                    system.departures.append(departure)
             for task in record["tasks"]:
                 if task.get("score") is None:
                     continue

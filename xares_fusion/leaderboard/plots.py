@@ -28,7 +28,7 @@ def _bars(ax, labels: list[str], series: dict[str, list[float | None]]) -> None:
 def write_plots(table: Table, out_dir: Path, stem: str = "leaderboard") -> list[Path]:
     """A per-task grouped bar chart and a track-overall chart; returns the PNG paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = [s.label + (" (published)" if s.published else "") for s in table.systems]
+    names = [s.label + (" (published)" if s.published else "") + ("" if s.official else " §") for s in table.systems]
     paths = []
     for suffix, rows, size in (("tasks", [r for r in table.rows if not r.overall], (12, 5)),
                                ("overall", [r for r in table.rows if r.overall], (6, 4))):

@@ -12,7 +12,9 @@ MISSING = "–"
 NOTES = ("† includes an unofficial proxy metric (the official model was not available). "
          "(k/n): Overall over the k of n tasks this system has. "
          "‡ the paper prints another Overall than the mean of its rows (printed value in brackets). "
-         "(published): numbers transcribed from the paper, not reproduced here.")
+         "(published): numbers transcribed from the paper, not reproduced here. "
+         "§ departs from the official pipeline (bf16, another LLM or schedule, ...; the run's result.json "
+         "lists each departure under 'parity'), so not comparable with the challenge's scores.")
 
 
 def cell_text(cell: Cell) -> str:
@@ -41,7 +43,7 @@ def column_labels(table: Table, with_group: bool = True) -> list[str]:
     labels = []
     for i, system in enumerate(table.systems):
         name = (f"{system.group}: " if system.group and with_group else "") + system.label
-        labels.append(name + (" (published)" if system.published else ""))
+        labels.append(name + (" (published)" if system.published else "") + ("" if system.official else " §"))
         if table.baseline is not None and i != table.baseline:
             labels.append(f"Δ {system.label}")
     return labels
