@@ -320,8 +320,8 @@ def test_parity_frozen_encoder_runs_in_train_mode_while_training(model: AudioLLM
 
 # -- optimisation and runs (xares_llm/task.py, run.py, transformers Trainer defaults) -----------
 
-def test_parity_learning_rate_is_linear_warmup_then_linear_decay_logged_per_step(tmp_path: Path,
-                                                                                 synthetic_root: Path) -> None:
+def test_parity_learning_rate_is_linear_warmup_then_linear_decay_logged_per_step(
+        tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture) -> None:
     assert OptimSpec().scheduler == "linear"
     recipe = tmp_path / "parity-tones.yaml"
     recipe.write_text(TONES_RECIPE)
@@ -335,7 +335,10 @@ def test_parity_learning_rate_is_linear_warmup_then_linear_decay_logged_per_step
     assert [h["step"] for h in history] == [1, 2, 3, 4, 5, 6]
     assert [h["lr"] for h in history] == pytest.approx(expected, abs=1e-12)
     assert torch.are_deterministic_algorithms_enabled()   # the official --benchmark mode, on by default
-    assert json.loads((out / "result.json").read_text())["parity"]["official"] is False  # toy LLM, 6 steps
+    parity = json.loads((out / "result.json").read_text())["parity"]
+    assert parity["official"] is False and "model.llm.name_or_path='toy-llama' (official: " \
+        "'HuggingFaceTB/SmolLM2-135M')" in parity["departures"]
+    assert "departs from the official pipeline in: model.llm.name_or_path='toy-llama'" in capsys.readouterr().out
 
 
 def test_parity_plan_and_record_say_whether_the_run_is_official(tmp_path: Path, isolated_homes: dict) -> None:

@@ -413,6 +413,11 @@ def _evaluate_task(model: AudioLLM, task: TaskConfig, plan: Plan, request: RunRe
 
 
 def summary_text(result: RunResult) -> str:
-    """The per-task table with the Overall row and where the files are."""
-    return (f"{format_table(result.results)}\n\nResults in {result.output_dir}: {SCORES_FILE}, {RECORD_FILE}, "
-            f"predictions_<task>.csv")
+    """The per-task table with the Overall row, whether the run follows the official pipeline,
+    and where the files are."""
+    departures = result.record["parity"]["departures"]
+    parity_line = ("Parity: the official XARES-LLM pipeline (see docs/parity.md)." if not departures else
+                   "Not comparable with official scores; departs from the official pipeline in: "
+                   + "; ".join(departures))
+    return (f"{format_table(result.results)}\n\n{parity_line}\n\nResults in {result.output_dir}: {SCORES_FILE}, "
+            f"{RECORD_FILE}, predictions_<task>.csv")

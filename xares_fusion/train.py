@@ -156,7 +156,9 @@ def train(model: AudioLLM, batches: Iterable[dict], optim: OptimSpec, run_dir: P
         accelerator.backward(backward_loss(loss, optim, accelerator.num_processes))
         if accelerator.sync_gradients and optim.max_grad_norm > 0:
             accelerator.clip_grad_norm_([p for p in wrapped.parameters() if p.requires_grad], optim.max_grad_norm)
-        lr_used = scheduler.get_last_lr()[0]  # logged: the rate of this step, as the official log shows
+        # Logged: optim.lr as scheduled for this step (the official log shows the rate the step
+        # used); group 0 may be the projector's, whose rate projector_lr_scale multiplies.
+        lr_used = optim.lr * scheduler.get_last_lr()[0] / scheduler.base_lrs[0]
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
