@@ -477,3 +477,19 @@ def test_parity_optimisation_and_evaluation_defaults() -> None:
     assert DataMixtureSpec().crop_seconds == 30.0 and SpeedSpec().deterministic is True
     audio, cropped = decode_audio(_flac(np.zeros(31 * 16000, dtype=np.float32), 16000))
     assert not cropped and audio.shape == (31 * 16000,)
+
+
+@pytest.mark.parametrize("name", ["tone-tags", "mini-events"])
+def test_parity_generated_map_tasks_have_one_column_per_label(name: str, isolated_homes: dict) -> None:
+    # Columns beyond the labels present score AP 0 and cap mAP, so a generated multi-label task
+    # must declare exactly the labels its references hold under the official rule.
+    from xares_fusion.data.shards import require_shards
+    from xares_fusion.metrics import normalize_text
+    from xares_fusion.runner import _ensure_generated
+
+    task = load_task(name)
+    _ensure_generated(task, "eval")
+    samples = iter_samples(require_shards(task.split("eval"), task.name, "eval"), task.key_for("eval"), SkipCounter())
+    labels = {label for s in samples for text in s.texts
+              for label in normalize_text(text, remove_punctuation=False).split(";")}
+    assert len(labels) == task.metric_args["num_classes"], sorted(labels)
