@@ -1,9 +1,9 @@
 """Evaluation: greedy answers for every eval row of a task, decoded, then scored.
 
 References are the labels as the official pipeline scores them: tokenised and decoded back
-(``tokens.reference_texts``). Rows are shared out over processes (``accelerate launch``) by their position in the shard
-stream and gathered back in order, so every row is evaluated exactly once and the scores equal
-a single-process run. A clip with several references is generated once and expanded into one
+(``tokens.reference_texts``). Rows are shared out over processes (``accelerate launch``) by their
+position in the shard stream and gathered back in order, so every row is evaluated exactly once
+and the scores equal a single-process run. A clip with several references is generated once and expanded into one
 row per reference (greedy decoding gives the same answer each time, as officially).
 """
 
