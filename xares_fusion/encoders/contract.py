@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
+import re
 from typing import Any
 
 import torch
@@ -36,6 +38,21 @@ def build_encoder(ref: str, args: dict[str, Any] | None = None) -> torch.nn.Modu
         raise EncoderContractError(
             f"encoder {ref!r}: constructing it with arguments {json.dumps(args)} failed: {err}. "
             f"Fix --encoder-args / model.encoder_args to match its __init__.") from err
+    except OSError as err:  # from_pretrained of a hub id that is neither cached nor reachable
+        raise EncoderContractError(_offline_load_message(ref, err)) from err
+
+
+def _offline_load_message(ref: str, err: OSError) -> str:
+    """One line for an encoder whose weights could not be loaded: which model, why, the fixes.
+    (transformers reports a missing hub model as a multi-line OSError naming it in quotes.)"""
+    quoted = re.search(r"'([^'\s]+)'", str(err))  # the first quoted token without spaces
+    model = quoted.group(1) if quoted else "its model"
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    why = ("HF_HUB_OFFLINE is set" if offline else
+           "it is not in the local Hugging Face cache and the hub could not be reached")
+    return (f"encoder {ref!r}: could not load {model!r}: {why}. Fix: pass a local model directory, e.g. "
+            f"--encoder-args '{{\"model_name\": \"/path/to/model\"}}' (the argument your encoder uses for it), "
+            f"or run once where the hub is reachable so that the model is cached.")
 
 
 def _check_static(encoder: Any, name: str) -> None:
