@@ -44,9 +44,12 @@ def test_whisper_50_fps_masks_and_hidden_states(tiny_whisper: str) -> None:
     _check(short, [50, 350])
 
 
-def test_whisper_xares_example_keeps_half_the_frames(tiny_whisper: str) -> None:
+def test_whisper_official_example_trim_keeps_half_the_frames(tiny_whisper: str) -> None:
     """The official example halves the mel length twice: 25 'frames/s' of a 50 frames/s output."""
-    _check(build_encoder("whisper-xares-example", {"model_name": tiny_whisper}), [25, 175], zero_padding=False)
+    _check(build_encoder("whisper-base", {"model_name": tiny_whisper, "trim": "official-example"}), [25, 175],
+           zero_padding=False)
+    with pytest.raises(ValueError, match="trim must be one of true-length, official-example"):
+        build_encoder("whisper-base", {"model_name": tiny_whisper, "trim": "half"})
 
 
 @pytest.mark.parametrize("name,config_cls,model_cls,norm,uses_mask", [

@@ -122,6 +122,14 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_model(args: argparse.Namespace) -> int:
+    from .export import export_model
+
+    files = export_model(args.name, args.directory)
+    print(f"{args.name} written to {args.directory}: {', '.join(files)}")
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from .config import catalogue
     from .registry import ENCODERS, METRICS
@@ -252,6 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
             make.add_argument("--test", type=int, default=MiniSizes.test, help="test clips per task")
         make.set_defaults(func=_cmd_make_data, generator=generator)
 
+    export = sub.add_parser("export-model", help="write an offline model (e.g. whisper-base-offline) as a Hugging "
+                                                 "Face directory that from_pretrained(DIR) loads without a hub")
+    export.add_argument("name", help="offline model, e.g. whisper-base-offline, whisper-tiny.en-offline, "
+                                     "smollm2-135m-instruct-offline")
+    export.add_argument("directory", type=Path, help="new or empty directory to write")
+    export.set_defaults(func=_cmd_export_model)
+
     lst = sub.add_parser("list", help="list tasks, groups, recipes, encoders or metrics")
     lst.add_argument("what", nargs="?", default="all",
                      choices=["all", "tasks", "groups", "recipes", "encoders", "metrics"])
@@ -278,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     from .data.shards import MissingDataError
     from .data.fetch import FetchError
     from .encoders import EncoderContractError
+    from .export import ExportError
     from .llm import LLMLoadError
     from .metrics.caption import CaptionMetricUnavailable
     from .registry import RegistryError
@@ -287,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (UserError, ConfigError, MissingDataError, EncoderContractError, RegistryError, RunFailed,
-            TooManySkippedError, LLMLoadError, FetchError, CaptionMetricUnavailable, ValueError) as err:
+            TooManySkippedError, LLMLoadError, FetchError, CaptionMetricUnavailable, ExportError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1 if isinstance(err, (RunFailed, TooManySkippedError, FetchError)) else EXIT_USAGE
 

@@ -8,15 +8,13 @@ from there afterwards.
 from __future__ import annotations
 
 import importlib.util
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .config import LLMSpec
-from .paths import cache_home
+from .paths import built_model
 from .registry import register_llm
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -35,8 +33,7 @@ def smollm2_gguf() -> Path:
 
 @register_llm("smollm2-135m-instruct-offline")
 def smollm2_offline(spec: LLMSpec) -> tuple[str, None]:
-    target = cache_home() / "models" / f"smollm2-135m-instruct-offline-v{VERSION}"
-    if not (target / "config.json").is_file():
+    def build(directory: Path) -> None:
         gguf = smollm2_gguf()
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -47,12 +44,8 @@ def smollm2_offline(spec: LLMSpec) -> tuple[str, None]:
             del config.quantization_config
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         model.load_state_dict(loaded.state_dict())
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".building-"))
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        try:
-            staging.rename(target)
-        except OSError:  # another process finished first; its copy is identical
-            shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+
+    target = built_model(f"smollm2-135m-instruct-offline-v{VERSION}", build)
     return str(target), None

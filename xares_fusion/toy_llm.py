@@ -7,8 +7,6 @@ it goes through the same loading code as any local checkpoint.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -16,7 +14,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from .config import LLMSpec
-from .paths import cache_home
+from .paths import built_model
 from .registry import register_llm
 
 EOS = "<|endoftext|>"
@@ -70,13 +68,5 @@ def build_toy_llm(directory: Path, hidden_size: int = 64, layers: int = 2, vocab
 @register_llm("toy-llama")
 def toy_llama(spec: LLMSpec) -> tuple[str, None]:
     """Registered LLM 'toy-llama': built once into the cache, then loaded like any local model."""
-    target = cache_home() / "models" / f"toy-llama-v{VERSION}"
-    if not (target / "config.json").is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".building-"))
-        build_toy_llm(staging)
-        try:
-            staging.rename(target)
-        except OSError:  # another process finished first; its copy is identical
-            shutil.rmtree(staging, ignore_errors=True)
+    target = built_model(f"toy-llama-v{VERSION}", build_toy_llm)
     return str(target), None

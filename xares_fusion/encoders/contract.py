@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ..registry import RegistryError, encoder_display_name, resolve_encoder_factory
+from .whisper_ct2 import OFFLINE_WHISPER
 
 SAMPLE_RATE = 16000
 
@@ -48,11 +49,15 @@ def _offline_load_message(ref: str, err: OSError) -> str:
     quoted = re.search(r"'([^'\s]+)'", str(err))  # the first quoted token without spaces
     model = quoted.group(1) if quoted else "its model"
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    why = ("HF_HUB_OFFLINE is set" if offline else
-           "it is not in the local Hugging Face cache and the hub could not be reached")
-    return (f"encoder {ref!r}: could not load {model!r}: {why}. Fix: pass a local model directory, e.g. "
-            f"--encoder-args '{{\"model_name\": \"/path/to/model\"}}' (the argument your encoder uses for it), "
-            f"or run once where the hub is reachable so that the model is cached.")
+    why = ("HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache" if offline else
+           "it is not in the local Hugging Face cache and the hub could not be reached (no network?)")
+    offline_copy = next((name for name, source in OFFLINE_WHISPER.items() if source.hub_id == model), None)
+    export = (f"`xares-fusion export-model {offline_copy} DIR` writes it without a hub" if offline_copy else
+              "`xares-fusion export-model NAME DIR` writes one for the models that ship offline")
+    return (f"encoder {ref!r}: could not load {model!r}: {why}. Fix: give a local model directory with "
+            f"--encoder-args '{{\"model_name\": \"DIR\"}}' (the argument your encoder uses for it) -- {export} "
+            f"-- or download it once where the hub is reachable{' (unset HF_HUB_OFFLINE)' if offline else ''} "
+            f"so that it is cached.")
 
 
 def _check_static(encoder: Any, name: str) -> None:
@@ -104,10 +109,15 @@ def check_output(name: str, encoder: torch.nn.Module, output: Any, batch: int) -
     elif not isinstance(mask, torch.Tensor):
         raise EncoderContractError(f"{name}: mask is a {type(mask).__name__}; return a tensor [B, T] or None.")
     elif tuple(mask.shape) != (b, t):
+        entries = mask.shape[-1] if mask.dim() else 0
+        looks_like_input = entries > t and mask.dim() == 2
         raise EncoderContractError(
-            f"{name}: mask has shape {tuple(mask.shape)} but features have {t} frames; expected [{b}, {t}]. "
-            f"Fix: return a frame-level mask (1 = valid frame), e.g. from each clip's length in frames, "
-            f"not the sample-level input mask.")
+            f"{name}: mask has {entries} entries but the features have {t} frames (mask shape "
+            f"{tuple(mask.shape)}, expected [{b}, {t}])"
+            + (": it looks like the sample-level audio_attention_mask passed through" if looks_like_input else "")
+            + f". Fix: return None (every frame valid) or a frame-level [B, T] mask, 1 = valid frame, "
+            f"e.g. from each clip's length in frames (the official checker lets this through and "
+            f"training fails later).")
     if not torch.isfinite(features).all():
         bad = (~torch.isfinite(features)).sum().item()
         raise EncoderContractError(

