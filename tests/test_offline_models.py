@@ -14,7 +14,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from xares_fusion.config import LLMSpec
 from xares_fusion.data.mini import MiniSizes, make_mini
 from xares_fusion.data.speech import Espeak
-from xares_fusion.encoders.whisper_ct2 import converted_tiny_en
+from xares_fusion.encoders.whisper_ct2 import converted_whisper
 from xares_fusion.llm import load_llm
 
 SENTENCES = [
@@ -44,7 +44,7 @@ def _transcribe(model, extractor, tokenizer, audio) -> str:
 
 
 def test_converted_whisper_transcribes_espeak_speech() -> None:
-    directory = converted_tiny_en()
+    directory = converted_whisper("whisper-tiny.en-offline")
     model = WhisperForConditionalGeneration.from_pretrained(directory).eval()
     extractor = WhisperFeatureExtractor.from_pretrained(directory)
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(directory / "tokenizer.json"))

@@ -29,7 +29,7 @@ from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtract
 from ..paths import built_model
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
-VERSION = 2  # 2: generation config, tokenizer config and special ids read from the tokenizer
+VERSION = 3  # 3: generation config (multilingual by vocabulary size), tokenizer config, special ids
 
 
 class CT2FormatError(ValueError):
@@ -156,13 +156,18 @@ def _generation_config(config: WhisperConfig, ct2_config: dict, special: dict[st
     checkpoints' generation config (language tokens from CT2's ``lang_ids``)."""
     names = {i: content for content, i in special.items()}
     generation = GenerationConfig.from_model_config(config)
+    # English-only Whisper has 51864 tokens, multilingual 51865 (51866 for v3): the rule Whisper
+    # and CTranslate2 use. The vocabulary cannot tell: the .en tokenizers list <|transcribe|> and
+    # the language tokens too.
+    multilingual = config.vocab_size >= 51865
     whisper_fields = dict(
         max_length=config.max_target_positions, alignment_heads=ct2_config.get("alignment_heads"),
         no_timestamps_token_id=special["<|notimestamps|>"], suppress_tokens=config.suppress_tokens,
-        begin_suppress_tokens=config.begin_suppress_tokens,
-        is_multilingual="<|transcribe|>" in special,
-        lang_to_id={names[i]: i for i in ct2_config.get("lang_ids", [])},
-        task_to_id={task: special[f"<|{task}|>"] for task in ("transcribe", "translate") if f"<|{task}|>" in special})
+        begin_suppress_tokens=config.begin_suppress_tokens, is_multilingual=multilingual)
+    if multilingual:
+        whisper_fields.update(
+            lang_to_id={names[i]: i for i in ct2_config.get("lang_ids", [])},
+            task_to_id={task: special[f"<|{task}|>"] for task in ("transcribe", "translate")})
     for field, value in whisper_fields.items():  # set, not update(): update() drops unknown fields
         setattr(generation, field, value)
     # Marked as derived from the model config, the file would be replaced by a fresh derivation on
