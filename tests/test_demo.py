@@ -17,10 +17,12 @@ def test_demo_path_writes_the_comparison(tmp_path: Path) -> None:
     systems = demo_systems(with_fusion=True)
     assert list(table.columns) == ["metric", *systems] and DEMO_FUSION_NAME in systems
     assert table[DEMO_FUSION_NAME].notna().all()
-    assert {"mini-keywords", "mini-asr", "mini-captions", "Track A Overall", "Track B Overall", "Overall"} <= set(table.index)
+    assert {"mini-keywords", "mini-instrument", "mini-asr", "Track A Overall", "Track B Overall", "Overall"} <= set(table.index)
     assert table.loc["Track B Overall", "metric"] == "weighted mean (unofficial)"
     for name, (encoder, args) in systems.items():
         record = json.loads((tmp_path / name / "result.json").read_text())
         assert record["system"]["encoder"] == encoder and record["system"]["encoder_args"] == args
         assert record["system"]["llm"] == "smollm2-135m-instruct-offline"
-    assert "comparison.tsv" in text and "whisper-tiny.en-offline" in text
+    assert "comparison.tsv" in text and "whisper-base-offline" in text
+    # how to reproduce each column with `run`
+    assert """xares-fusion run logmel demo --encoder-args '{"pool": 8""" in text

@@ -152,7 +152,7 @@ class MiniSizes:
 
     train_shards: int = 4
     per_shard: int = 40
-    test: int = 24
+    test: int = 96
 
 
 def _write_task(root: Path, t: int, task: str, seed: int, sizes: MiniSizes) -> None:
