@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from xares_fusion.config import (ConfigError, RecipeConfig, TaskConfig, from_dict, known_names, load_eval_tasks,
-                                 load_recipe, load_task, resolve_config_path)
+from xares_fusion.config import (
+    FEATURE_CACHE_DTYPES,
+    FEATURE_CACHE_MODES,
+    PRECISIONS,
+    ConfigError,
+    OptimSpec,
+    RecipeConfig,
+    SpeedSpec,
+    TaskConfig,
+    from_dict,
+    known_names,
+    load_eval_tasks,
+    load_recipe,
+    load_task,
+    resolve_config_path,
+)
+from xares_fusion.constants import SAMPLE_RATE
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,8 +57,9 @@ def test_unknown_field_names_file_field_and_suggestion(tmp_path: Path) -> None:
 
 
 def test_wrong_type_names_the_nested_field(tmp_path: Path) -> None:
-    path = _write(tmp_path, "bad.yaml",
-                  "name: x\nprompt: p\nmetric: Accuracy\neval:\n  shards: [a.tar]\n  batch_size: eight\n")
+    path = _write(
+        tmp_path, "bad.yaml", "name: x\nprompt: p\nmetric: Accuracy\neval:\n  shards: [a.tar]\n  batch_size: eight\n"
+    )
     with pytest.raises(ConfigError, match=r"bad\.yaml: field 'eval\.batch_size' must be a whole number, got 'eight'"):
         load_task(path)
 
@@ -87,3 +105,29 @@ def test_from_dict_rejects_empty_mixture() -> None:
         from_dict(RecipeConfig, {"name": "r"}, "r.yaml")
     task = from_dict(TaskConfig, {"name": "t", "prompt": "p", "metric": "iWER", "eval": {"shards": "x.tar"}}, "t.yaml")
     assert task.eval.shards == ["x.tar"]  # a single pattern may be written without a list
+
+
+def test_importing_the_config_package_does_not_import_torch() -> None:
+    # A fresh interpreter: this test process has torch loaded already by other tests.
+    code = "import sys, xares_fusion.config; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_precision_and_cache_vocabularies_validate_recipes() -> None:
+    for precision in PRECISIONS:
+        assert from_dict(OptimSpec, {"precision": precision}, "r.yaml", "optim").precision == precision
+    for mode in FEATURE_CACHE_MODES:
+        for dtype in FEATURE_CACHE_DTYPES:
+            speed = from_dict(SpeedSpec, {"feature_cache": mode, "cache_dtype": dtype}, "r.yaml", "speed")
+            assert (speed.feature_cache, speed.cache_dtype) == (mode, dtype)
+    with pytest.raises(
+        ConfigError, match=r"field 'speed\.feature_cache' must be one of \['off', 'read', 'readwrite'\]"
+    ):
+        load_recipe("synthetic", ["speed.feature_cache=write"])
+    with pytest.raises(ConfigError, match=r"field 'speed\.cache_dtype' must be one of \['fp16', 'fp32'\]"):
+        load_recipe("synthetic", ["speed.cache_dtype=bf16"])
+
+
+def test_data_sample_rate_defaults_to_the_pipeline_rate() -> None:
+    assert load_recipe("synthetic").data.sample_rate == SAMPLE_RATE

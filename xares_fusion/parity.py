@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from .config import DEFAULT_GENERATION, RecipeConfig, TaskConfig, to_dict
+from .constants import SAMPLE_RATE
 
 # Recipe fields and their official values (xares-llm task.py XaresLLMTrainConfig, run.py,
 # modeling_xaresllm.py and the transformers TrainingArguments defaults it relies on).
@@ -33,7 +34,7 @@ OFFICIAL_RECIPE: dict[str, Any] = {
     "model.audio_layout": "official",
     "model.frozen_encoder_mode": "train",
     "data.crop_seconds": 30.0,
-    "data.sample_rate": 16000,
+    "data.sample_rate": SAMPLE_RATE,
     "data.shuffle_buffer": 256,
     "data.sort_by_length": 128,
     "optim.lr": 1e-4,
@@ -68,26 +69,36 @@ def recipe_departures(recipe: RecipeConfig, file_max_steps: int | None = None) -
     ``file_max_steps``: the recipe file's own step count; a command-line change of it is listed.
     """
     flat = _flatten(to_dict(recipe))
-    found = [f"{name}={flat.get(name)!r} (official: {official!r})"
-             for name, official in OFFICIAL_RECIPE.items() if flat.get(name) != official]
+    found = [
+        f"{name}={flat.get(name)!r} (official: {official!r})"
+        for name, official in OFFICIAL_RECIPE.items()
+        if flat.get(name) != official
+    ]
     if file_max_steps is not None and recipe.optim.max_steps != file_max_steps:
         found.append(f"optim.max_steps={recipe.optim.max_steps} (the recipe file trains {file_max_steps})")
     if recipe.stages:
         found.append(f"stages={[s.name for s in recipe.stages]} (official: one training stage)")
     if recipe.speed.feature_cache != "off":
         if recipe.speed.cache_dtype != "fp32":
-            found.append(f"speed.cache_dtype={recipe.speed.cache_dtype!r}: cached encoder features are rounded "
-                         f"(official: computed in fp32 every step)")
+            found.append(
+                f"speed.cache_dtype={recipe.speed.cache_dtype!r}: cached encoder features are rounded "
+                f"(official: computed in fp32 every step)"
+            )
         if recipe.model.frozen_encoder_mode == "train":
-            found.append(f"speed.feature_cache={recipe.speed.feature_cache!r}: cached features are computed "
-                         f"with the encoder in eval mode (official: train mode while training)")
+            found.append(
+                f"speed.feature_cache={recipe.speed.feature_cache!r}: cached features are computed "
+                f"with the encoder in eval mode (official: train mode while training)"
+            )
     return found
 
 
 def task_departures(task: TaskConfig) -> list[str]:
     """An evaluation task's departures: generation settings other than the official ones."""
-    return [f"{task.name}: generation.{k}={v!r} (official: {DEFAULT_GENERATION.get(k)!r})"
-            for k, v in sorted(task.generation.items()) if DEFAULT_GENERATION.get(k) != v]
+    return [
+        f"{task.name}: generation.{k}={v!r} (official: {DEFAULT_GENERATION.get(k)!r})"
+        for k, v in sorted(task.generation.items())
+        if DEFAULT_GENERATION.get(k) != v
+    ]
 
 
 def parity(departures: list[str]) -> dict[str, Any]:
