@@ -8,13 +8,13 @@ official example encoders, a user's own encoder file, `transformers` pipelines.
 from __future__ import annotations
 
 import shutil
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .config import LLMSpec
 from .encoders.whisper_ct2 import OFFLINE_WHISPER, converted_whisper
 from .llm import LLMS  # importing llm registers the offline LLMs
+from .paths import stage_directory
 
 
 class ExportError(ValueError):
@@ -23,7 +23,9 @@ class ExportError(ValueError):
 
 def exportable_models() -> dict[str, Callable[[], Path]]:
     """Name -> builder of its cached directory, for every model that is available offline."""
-    models: dict[str, Callable[[], Path]] = {name: (lambda name=name: converted_whisper(name)) for name in OFFLINE_WHISPER}
+    models: dict[str, Callable[[], Path]] = {
+        name: (lambda name=name: converted_whisper(name)) for name in OFFLINE_WHISPER
+    }
     for name in LLMS.names():
         models[name] = lambda name=name: Path(LLMS.get(name)(LLMSpec(name_or_path=name))[0])
     return models
@@ -36,18 +38,11 @@ def export_model(name: str, out_dir: Path) -> list[str]:
         raise ExportError(f"export-model: no offline model {name!r}. Exportable: {', '.join(sorted(models))}.")
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ExportError(f"export-model: {out_dir} exists and is not an empty directory; "
-                          f"choose a new directory or remove it.")
+        raise ExportError(
+            f"export-model: {out_dir} exists and is not an empty directory; choose a new directory or remove it."
+        )
     source = models[name]()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # Copied beside the target and renamed into place: an interrupted export leaves no directory
+    # Staged beside the target and renamed into place: an interrupted export leaves no directory
     # that from_pretrained would take for a complete model.
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
-    try:
-        shutil.copytree(source, staging, dirs_exist_ok=True)
-        if out_dir.exists():
-            out_dir.rmdir()
-        staging.rename(out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    stage_directory(out_dir, lambda staging: shutil.copytree(source, staging, dirs_exist_ok=True))
     return sorted(p.name for p in out_dir.iterdir())

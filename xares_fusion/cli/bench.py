@@ -1,0 +1,53 @@
+"""`xares-fusion bench`: time one workload in parity mode and with each speed option."""
+
+from __future__ import annotations
+
+import argparse
+
+from .options import json_object
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``bench`` subcommand."""
+    bench = subparsers.add_parser("bench", help="time one workload in parity mode and with each speed option")
+    bench.add_argument(
+        "encoder",
+        nargs="?",
+        default="whisper-tiny.en-offline",
+        help="encoder, fusion or front-end recipe file (default: whisper-tiny.en-offline)",
+    )
+    bench.add_argument("--recipe", default="demo", help="recipe giving the LLM and training mixture (default: demo)")
+    bench.add_argument("--task", default="mini-asr", help="task whose eval rows are generated (default: mini-asr)")
+    bench.add_argument("--steps", type=int, default=10, help="timed training steps per mode")
+    bench.add_argument("--rows", type=int, default=32, help="eval rows per mode")
+    bench.add_argument("--eval-batch", type=int, default=16, help="batch size of the batched evaluation")
+    bench.add_argument("--encoder-args", type=json_object, default={})
+    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe overrides")
+    bench.add_argument(
+        "--precision",
+        action="append",
+        default=[],
+        choices=["bf16", "fp16"],
+        help="also time this precision with a warm cache and batched evaluation (repeatable)",
+    )
+    bench.set_defaults(func=command)
+
+
+def command(args: argparse.Namespace) -> int:
+    """Time every mode and print the table."""
+    from ..bench import format_bench, run_bench
+    from ..runner import process_state
+
+    results = run_bench(
+        args.encoder,
+        args.recipe,
+        args.task,
+        args.steps,
+        args.rows,
+        args.eval_batch,
+        args.encoder_args,
+        args.set,
+        tuple(args.precision),
+    )
+    print(format_bench(results, str(process_state().device)))
+    return 0
