@@ -67,8 +67,14 @@ def test_training_learns_the_tone_task(trained: Path) -> None:
 
 def test_result_record_has_provenance(trained: Path) -> None:
     record = json.loads((trained / "result.json").read_text())
-    assert record["system"] == {"name": "logmel", "encoder": "logmel", "encoder_args": {}, "recipe": "tones-smoke",
-                                "llm": "toy-llama", "precision": "fp32"}
+    assert record["system"] == {
+        "name": "logmel",
+        "encoder": "logmel",
+        "encoder_args": {},
+        "recipe": "tones-smoke",
+        "llm": "toy-llama",
+        "precision": "fp32",
+    }
     assert record["provenance"]["versions"]["torch"] and record["provenance"]["device"] == "cpu"
     assert record["recipe"]["optim"]["seed"] == 42 and record["recipe"]["model"]["lora"]["r"] == 8
     assert record["task_configs"]["tones"]["hash"] and record["tasks"][0]["skips"]["skipped"] == 0
@@ -94,8 +100,9 @@ def test_eval_batch_size_does_not_change_answers(trained: Path, recipe: Path, tm
     """One row at a time, decoded in the generating thread, against batches of 16 cut from
     length-sorted windows read ahead by a thread (the clips last 0.5-1.2 s): every answer lands on
     its own row and none changes."""
-    task = (REPO / "tasks/synthetic/tones.yaml").read_text().replace("batch_size: 16",
-                                                                      "batch_size: 1\n  num_workers: 0")
+    task = (
+        (REPO / "tasks/synthetic/tones.yaml").read_text().replace("batch_size: 16", "batch_size: 1\n  num_workers: 0")
+    )
     one_by_one = tmp_path / "tones-b1.yaml"
     one_by_one.write_text(task.replace("name: tones", "name: tones-b1"))
     assert main(["run", "logmel", str(recipe), str(one_by_one), "--output-dir", str(trained), "--no-progress"]) == 0
@@ -107,19 +114,23 @@ def test_eval_batch_size_does_not_change_answers(trained: Path, recipe: Path, tm
 def test_changed_task_config_is_never_served_a_stale_score(trained: Path, recipe: Path, tmp_path: Path) -> None:
     cached = json.loads((trained / "scores" / "tones.json").read_text())
     changed = tmp_path / "tones.yaml"
-    changed.write_text((REPO / "tasks/synthetic/tones.yaml").read_text().replace("max_new_tokens: 10", "max_new_tokens: 1"))
+    changed.write_text(
+        (REPO / "tasks/synthetic/tones.yaml").read_text().replace("max_new_tokens: 10", "max_new_tokens: 1")
+    )
     assert main(["run", "logmel", str(recipe), str(changed), "--output-dir", str(trained), "--no-progress"]) == 0
     fresh = json.loads((trained / "scores" / "tones.json").read_text())
     assert fresh["cache_key"] != cached["cache_key"]
     predictions = pd.read_csv(trained / "predictions_tones.csv", keep_default_na=False)
-    assert predictions["predict"].str.len().max() <= 3          # one new token at most: it really re-ran
+    assert predictions["predict"].str.len().max() <= 3  # one new token at most: it really re-ran
     assert main(["run", "logmel", str(recipe), "tones", "--output-dir", str(trained), "--no-progress"]) == 0
     assert _scores(trained)["tones"] == cached["score"]
 
 
 def test_limit_caps_rows_and_has_its_own_cache_entry(trained: Path, recipe: Path) -> None:
-    assert main(["run", "logmel", str(recipe), "tones", "--output-dir", str(trained), "--limit", "5",
-                 "--no-progress"]) == 0
+    assert (
+        main(["run", "logmel", str(recipe), "tones", "--output-dir", str(trained), "--limit", "5", "--no-progress"])
+        == 0
+    )
     assert len(pd.read_csv(trained / "predictions_tones.csv")) == 5
     assert json.loads((trained / "scores" / "tones.json").read_text())["rows"] == 5
 
@@ -137,10 +148,14 @@ def test_changed_config_refuses_the_old_run_dir(trained: Path, recipe: Path, cap
     assert "holds a run of another configuration (differs in: ['optim'])" in capsys.readouterr().err
 
 
-def test_missing_data_is_reported_without_traceback(tmp_path: Path, recipe: Path, capsys: pytest.CaptureFixture) -> None:
+def test_missing_data_is_reported_without_traceback(
+    tmp_path: Path, recipe: Path, capsys: pytest.CaptureFixture
+) -> None:
     task = tmp_path / "remote.yaml"
-    task.write_text("name: remote\nprompt: p\nmetric: Accuracy\n"
-                    "eval: {repo_id: mispeech/xares_llm_data, shards: 'ESC-50/test/esc50_fold_5_0000000.tar.gz'}\n")
+    task.write_text(
+        "name: remote\nprompt: p\nmetric: Accuracy\n"
+        "eval: {repo_id: mispeech/xares_llm_data, shards: 'ESC-50/test/esc50_fold_5_0000000.tar.gz'}\n"
+    )
     assert main(["run", "logmel", str(recipe), str(task), "--output-dir", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "task 'remote' (eval): 1 of 1 shard files are missing" in err and "Traceback" not in err
@@ -148,8 +163,18 @@ def test_missing_data_is_reported_without_traceback(tmp_path: Path, recipe: Path
 
 def test_interrupted_run_resumes(recipe: Path, synthetic_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "interrupted"
-    command = [sys.executable, "-m", "xares_fusion.cli", "run", "logmel", str(recipe), "tones",
-               "--output-dir", str(out), "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "xares_fusion.cli",
+        "run",
+        "logmel",
+        str(recipe),
+        "tones",
+        "--output-dir",
+        str(out),
+        "--no-progress",
+    ]
     proc = subprocess.Popen(command, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not list((out / "checkpoints").glob("step-*.pt")) and time.time() < deadline and proc.poll() is None:
@@ -166,25 +191,47 @@ def test_interrupted_run_resumes(recipe: Path, synthetic_root: Path, tmp_path: P
     assert (out / "COMPLETE.json").is_file() and record["tasks"][0]["score"] >= 0.9
 
 
-def test_two_processes_evaluate_every_row_once_with_the_same_scores(recipe: Path, synthetic_root: Path,
-                                                                     tmp_path: Path) -> None:
+def test_two_processes_evaluate_every_row_once_with_the_same_scores(
+    recipe: Path, synthetic_root: Path, tmp_path: Path
+) -> None:
     """Two CPU processes (torchrun; accelerate's own --cpu launcher needs MPI for that) on a finished
     run: rows are sharded over the processes and gathered back; scores and predictions equal the
     single-process run's."""
     trained = tmp_path / "one"
-    assert main(["run", "logmel", str(recipe), "tones", "--output-dir", str(trained), "--max-steps", "40",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            ["run", "logmel", str(recipe), "tones", "--output-dir", str(trained), "--max-steps", "40", "--no-progress"]
+        )
+        == 0
+    )
     out = tmp_path / "two"
     shutil.copytree(trained, out)
     shutil.rmtree(out / "scores")
     for path in out.glob("predictions_*.csv"):
         path.unlink()
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "xares_fusion.cli",
-               "run", "logmel", str(recipe), "tones", "--output-dir", str(out), "--max-steps", "40", "--no-progress"]
-    proc = subprocess.run(command, env={**os.environ, "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True,
-                          timeout=600)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "xares_fusion.cli",
+        "run",
+        "logmel",
+        str(recipe),
+        "tones",
+        "--output-dir",
+        str(out),
+        "--max-steps",
+        "40",
+        "--no-progress",
+    ]
+    proc = subprocess.run(
+        command, env={**os.environ, "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "processes 2" in (out / "log.txt").read_text()          # both ranks took part
+    assert "processes 2" in (out / "log.txt").read_text()  # both ranks took part
     one = pd.read_csv(trained / "predictions_tones.csv")
     two = pd.read_csv(out / "predictions_tones.csv")
     assert len(two) == len(one) == 40 and two["index"].is_unique
@@ -194,17 +241,35 @@ def test_two_processes_evaluate_every_row_once_with_the_same_scores(recipe: Path
     assert record["train"]["trained_this_invocation"] is False and record["tasks"][0]["rows"] == 40
 
 
-def test_parity_two_processes_train_on_one_schedule_and_evaluate_every_row_once(recipe: Path, synthetic_root: Path,
-                                                                                tmp_path: Path) -> None:
+def test_parity_two_processes_train_on_one_schedule_and_evaluate_every_row_once(
+    recipe: Path, synthetic_root: Path, tmp_path: Path
+) -> None:
     """DDP training on two CPU processes from scratch: each rank reads its own seeded stream, the
     gradients are averaged, the learning rate follows the one-process schedule (one scheduler
     step per optimiser step, not one per process), rank 0 alone writes checkpoints; the model
     learns the task and every eval row is scored once."""
     out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "xares_fusion.cli",
-               "run", "logmel", str(recipe), "tones", "--output-dir", str(out), "--max-steps", "60", "--no-progress"]
-    proc = subprocess.run(command, env={**os.environ, "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True,
-                          timeout=600)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "xares_fusion.cli",
+        "run",
+        "logmel",
+        str(recipe),
+        "tones",
+        "--output-dir",
+        str(out),
+        "--max-steps",
+        "60",
+        "--no-progress",
+    ]
+    proc = subprocess.run(
+        command, env={**os.environ, "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "processes 2" in (out / "log.txt").read_text()
     history = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]

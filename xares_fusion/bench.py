@@ -12,9 +12,11 @@ Modes, each a fresh model from the same initial weights and the same seeded trai
   clips are computed first (untimed), then training and batched evaluation read them;
 * each extra precision (``--precision bf16``): as warm fp16 cache, under that autocast.
 
-Training time includes the first step's start-up, so use N >= 10. Peak memory is the process's
-peak resident set since the mode started (Linux, reset through /proc/self/clear_refs) on CPU,
-the peak allocated CUDA memory on GPU.
+Training and evaluation call what `run` calls (``train_stages``, with the run's auxiliary loss
+weights and data loader; ``generate_predictions``, which reports the time spent in the frozen
+encoders), so the figures are those of a run. Training time includes the first step's start-up,
+so use N >= 10. Peak memory is the process's peak resident set since the mode started (Linux,
+reset through /proc/self/clear_refs) on CPU, the peak allocated CUDA memory on GPU.
 """
 
 from __future__ import annotations
@@ -30,16 +32,24 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from .config import RecipeConfig, load_task
+from .config import TaskConfig, load_task
 from .data.batching import pad_audio
 from .data.samples import SkipCounter, iter_samples
 from .data.shards import require_shards
 from .evaluate import generate_predictions
 from .feature_cache import FeatureCache
 from .model import AudioLLM
-from .runner import (PRECISION_TO_ACCELERATE, RunRequest, build_model, plan_run, set_deterministic, training_stream,
-                     use_cpu)
-from .train import train
+from .runner import (
+    Plan,
+    RunRequest,
+    apply_tf32,
+    build_model,
+    make_accelerator,
+    plan_run,
+    set_deterministic,
+    train_stages,
+    training_loader,
+)
 
 log = logging.getLogger("xares_fusion")
 
@@ -76,118 +86,167 @@ def _peak_mib(device: torch.device) -> float | None:
     return None
 
 
-def _train_rate(model, plan, optim, accelerator: Accelerator) -> float:
-    with tempfile.TemporaryDirectory() as run_dir:
-        batches = iter(training_stream(plan, optim, model.tokenizer))
-        summary = train(model, batches, optim, Path(run_dir), accelerator, progress=False)
-    return optim.max_steps / summary.seconds
+def _train_rate(model: AudioLLM, plan: Plan, request: RunRequest, accelerator: Accelerator) -> float:
+    """Steps per second of training every stage of the recipe from scratch, as `run` trains it."""
+    with tempfile.TemporaryDirectory(prefix="xares-bench-train-") as run_dir:
+        stages = train_stages(model, dataclasses.replace(plan, run_dir=Path(run_dir)), request, accelerator)["stages"]
+    return sum(s["steps"] for s in stages) / sum(s["seconds"] for s in stages)
 
 
-def _cache_training_batches(model, plan, optim) -> None:
-    """Encode the timed training batches once, filling the feature cache."""
-    stream = iter(training_stream(plan, optim, model.tokenizer))
+def _cache_training_batches(model: AudioLLM, plan: Plan, accelerator: Accelerator) -> None:
+    """Encode the timed training batches once, read as training reads them, filling the feature
+    cache (all of them where every stage keeps the recipe's batch size and seed)."""
+    optim = plan.recipe.optim
+    batches = iter(training_loader(plan, optim, model.tokenizer, accelerator))
     for _ in range(optim.max_steps):
-        batch = next(stream)
-        model.encode(batch["audio"], batch["audio_mask"], batch["cacheable"])
+        batch = next(batches)
+        model.encode(
+            batch["audio"].to(accelerator.device), batch["audio_mask"].to(accelerator.device), batch["cacheable"]
+        )
 
 
-def _cache_eval_clips(model, eval_task, rows: int, batch_size: int) -> None:
-    """Encode the first ``rows`` eval clips once, ``batch_size`` at a time, filling the feature cache."""
+def _cache_eval_clips(model: AudioLLM, eval_task: TaskConfig, rows: int, batch_size: int, device: torch.device) -> None:
+    """Encode the first ``rows`` eval clips once, ``batch_size`` at a time on ``device`` (where the
+    evaluation will run them), filling the feature cache."""
     spec = eval_task.split("eval")
-    clips = [s.audio for _, s in zip(range(rows), iter_samples(require_shards(spec, eval_task.name, "eval"),
-                                                               eval_task.key_for("eval"), SkipCounter()))
-             if s.audio is not None]
+    clips = [
+        s.audio
+        for _, s in zip(
+            range(rows),
+            iter_samples(require_shards(spec, eval_task.name, "eval"), eval_task.key_for("eval"), SkipCounter()),
+        )
+        if s.audio is not None
+    ]
     for start in range(0, len(clips), batch_size):
-        model.encode(*pad_audio(clips[start:start + batch_size]))
+        audio, audio_mask = pad_audio(clips[start : start + batch_size])
+        model.encode(audio.to(device), audio_mask.to(device))
 
 
-def _eval(model: AudioLLM, task, rows: int, batch_size: int, accelerator: Accelerator
-          ) -> tuple[float, float, list[str]]:
+def _eval(
+    model: AudioLLM, task: TaskConfig, rows: int, batch_size: int, accelerator: Accelerator
+) -> tuple[float, float, list[str]]:
     """Rows per second of the whole evaluation, rows per second of everything after the frozen
     encoders (prompt building, prefill, decoding), and the answers in row order."""
     task = dataclasses.replace(task, eval=dataclasses.replace(task.eval, batch_size=batch_size))
-    encoding = 0.0
-    encode = model.encode
-
-    def timed_encode(*args, **kwargs):
-        nonlocal encoding
-        started = time.perf_counter()
-        streams = encode(*args, **kwargs)
-        encoding += time.perf_counter() - started
-        return streams
-
-    model.encode = timed_encode  # an instance attribute shadows the method for this evaluation only
-    try:
-        started = time.perf_counter()
-        outcome = generate_predictions(model, task, accelerator, limit=rows, progress=False)
-        seconds = time.perf_counter() - started
-    finally:
-        del model.encode
-    return len(outcome.rows) / seconds, len(outcome.rows) / (seconds - encoding), outcome.rows["predict"].tolist()
+    started = time.perf_counter()
+    outcome = generate_predictions(model, task, accelerator, limit=rows, progress=False)
+    seconds = time.perf_counter() - started
+    return (
+        len(outcome.rows) / seconds,
+        len(outcome.rows) / (seconds - outcome.encode_seconds),
+        outcome.rows["predict"].tolist(),
+    )
 
 
 def _agreement(answers: list[str], reference: list[str]) -> str:
     return f"{sum(a == b for a, b in zip(answers, reference))}/{len(reference)}"
 
 
-def _batched_eval(mode: str, model: AudioLLM, task, rows: int, batch_size: int, accelerator: Accelerator,
-                  reference: list[str]) -> Measurement:
+def _batched_eval(
+    mode: str,
+    model: AudioLLM,
+    task: TaskConfig,
+    rows: int,
+    batch_size: int,
+    accelerator: Accelerator,
+    reference: list[str],
+) -> Measurement:
     """Batched evaluation of trained weights, its answers checked against their one-row answers."""
     _reset_peak(accelerator.device)
     measurement = Measurement(mode)
-    measurement.eval_rows_per_s, measurement.generate_rows_per_s, answers = _eval(model, task, rows, batch_size,
-                                                                                accelerator)
+    measurement.eval_rows_per_s, measurement.generate_rows_per_s, answers = _eval(
+        model, task, rows, batch_size, accelerator
+    )
     measurement.peak_mib, measurement.same_answers = _peak_mib(accelerator.device), _agreement(answers, reference)
     return measurement
 
 
-def run_bench(encoder: str | None, recipe: str = "demo", task: str = "mini-asr", steps: int = 10, rows: int = 32,
-              eval_batch: int = 16, encoder_args: dict | None = None, overrides: list[str] | None = None,
-              precisions: tuple[str, ...] = ()) -> list[Measurement]:
-    """Measure parity mode, batched evaluation (encoders recomputed, then from an fp32 cache), a warm
-    fp16 feature cache and each extra precision."""
-    overrides = list(overrides or []) + [f"optim.max_steps={steps}", "optim.save_steps=1000000",
-                                         f"optim.log_steps={steps}"]
-    plan = plan_run(RunRequest(encoder=encoder, train=recipe, eval=task, encoder_args=encoder_args or {},
-                               overrides=overrides, output_dir=Path(tempfile.mkdtemp(prefix="xares-bench-"))))
-    eval_task = load_task(task)
-    set_deterministic(plan.recipe.speed.deterministic)  # as `run` does
-    results = []
+def _fresh(plan: Plan, precision: str) -> tuple[AudioLLM, Accelerator, Plan]:
+    """A new model from the recipe's initial weights, the Accelerator of ``precision`` and the plan
+    with that precision."""
+    gc.collect()
+    accelerator = make_accelerator(precision)
+    recipe = dataclasses.replace(plan.recipe, optim=dataclasses.replace(plan.recipe.optim, precision=precision))
+    model = build_model(recipe, [s.task for s in plan.sources]).to(accelerator.device)
+    apply_tf32(recipe)  # as `run` does
+    _reset_peak(accelerator.device)
+    return model, accelerator, dataclasses.replace(plan, recipe=recipe)
 
-    def fresh(precision: str) -> tuple[AudioLLM, Accelerator, RecipeConfig]:
-        gc.collect()
-        accelerator = Accelerator(mixed_precision=PRECISION_TO_ACCELERATE[precision], cpu=use_cpu())
-        recipe_cfg = dataclasses.replace(plan.recipe, optim=dataclasses.replace(plan.recipe.optim, precision=precision))
-        model = build_model(recipe_cfg, [s.task for s in plan.sources]).to(accelerator.device)
-        _reset_peak(accelerator.device)
-        return model, accelerator, recipe_cfg
 
-    model, accelerator, recipe_cfg = fresh("fp32")
+def _parity_modes(
+    plan: Plan, request: RunRequest, eval_task: TaskConfig, rows: int, eval_batch: int
+) -> list[Measurement]:
+    """Parity mode, then its trained weights evaluated in batches, without and with an fp32 cache."""
+    model, accelerator, plan = _fresh(plan, "fp32")
     parity = Measurement("parity")
-    parity.train_steps_per_s = _train_rate(model, plan, recipe_cfg.optim, accelerator)
+    parity.train_steps_per_s = _train_rate(model, plan, request, accelerator)
     parity.eval_rows_per_s, parity.generate_rows_per_s, reference = _eval(model, eval_task, rows, 1, accelerator)
     parity.peak_mib = _peak_mib(accelerator.device)
-    results.append(parity)
-    results.append(_batched_eval("batched eval", model, eval_task, rows, eval_batch, accelerator, reference))
+    results = [parity, _batched_eval("batched eval", model, eval_task, rows, eval_batch, accelerator, reference)]
     with tempfile.TemporaryDirectory(prefix="xares-bench-cache-") as cache_dir:
         model.feature_cache = FeatureCache(Path(cache_dir), "readwrite", "fp32")
-        _cache_eval_clips(model, eval_task, rows, 1)
-        results.append(_batched_eval("batched eval + fp32 cache", model, eval_task, rows, eval_batch, accelerator,
-                                     reference))
-    del model
-    with tempfile.TemporaryDirectory(prefix="xares-bench-cache-") as cache_dir:
-        for precision in ("fp32", *precisions):
-            model, accelerator, recipe_cfg = fresh(precision)
-            model.feature_cache = FeatureCache(Path(cache_dir), "readwrite", "fp16")
-            _cache_training_batches(model, plan, recipe_cfg.optim)
-            _cache_eval_clips(model, eval_task, rows, eval_batch)
-            _reset_peak(accelerator.device)
-            measurement = Measurement("warm fp16 cache" if precision == "fp32" else f"{precision} + warm fp16 cache")
-            measurement.train_steps_per_s = _train_rate(model, plan, recipe_cfg.optim, accelerator)
-            measurement.eval_rows_per_s, measurement.generate_rows_per_s, _ = _eval(model, eval_task, rows, eval_batch, accelerator)
-            measurement.peak_mib = _peak_mib(accelerator.device)
-            results.append(measurement)
-            del model
+        _cache_eval_clips(model, eval_task, rows, 1, accelerator.device)
+        results.append(
+            _batched_eval("batched eval + fp32 cache", model, eval_task, rows, eval_batch, accelerator, reference)
+        )
+    return results
+
+
+def _warm_cache_mode(
+    plan: Plan, request: RunRequest, eval_task: TaskConfig, rows: int, eval_batch: int, precision: str, cache_dir: Path
+) -> Measurement:
+    """Training and batched evaluation in ``precision`` from an fp16 cache filled beforehand (untimed)."""
+    model, accelerator, plan = _fresh(plan, precision)
+    model.feature_cache = FeatureCache(cache_dir, "readwrite", "fp16")
+    _cache_training_batches(model, plan, accelerator)
+    _cache_eval_clips(model, eval_task, rows, eval_batch, accelerator.device)
+    _reset_peak(accelerator.device)
+    measurement = Measurement("warm fp16 cache" if precision == "fp32" else f"{precision} + warm fp16 cache")
+    measurement.train_steps_per_s = _train_rate(model, plan, request, accelerator)
+    measurement.eval_rows_per_s, measurement.generate_rows_per_s, _ = _eval(
+        model, eval_task, rows, eval_batch, accelerator
+    )
+    measurement.peak_mib = _peak_mib(accelerator.device)
+    return measurement
+
+
+def run_bench(
+    encoder: str | None,
+    recipe: str = "demo",
+    task: str = "mini-asr",
+    steps: int = 10,
+    rows: int = 32,
+    eval_batch: int = 16,
+    encoder_args: dict | None = None,
+    overrides: list[str] | None = None,
+    precisions: tuple[str, ...] = (),
+) -> list[Measurement]:
+    """Measure parity mode, batched evaluation (encoders recomputed, then from an fp32 cache), a warm
+    fp16 feature cache and each extra precision."""
+    overrides = list(overrides or []) + [
+        f"optim.max_steps={steps}",
+        "optim.save_steps=1000000",
+        f"optim.log_steps={steps}",
+    ]
+    with tempfile.TemporaryDirectory(prefix="xares-bench-") as workdir:
+        request = RunRequest(
+            encoder=encoder,
+            train=recipe,
+            eval=task,
+            encoder_args=encoder_args or {},
+            overrides=overrides,
+            output_dir=Path(workdir) / "run",
+            progress=False,
+        )
+        plan = plan_run(request)
+        eval_task = load_task(task)
+        set_deterministic(plan.recipe.speed.deterministic)  # as `run` does
+        results = _parity_modes(plan, request, eval_task, rows, eval_batch)
+        with tempfile.TemporaryDirectory(prefix="xares-bench-cache-") as cache_dir:
+            results += [
+                _warm_cache_mode(plan, request, eval_task, rows, eval_batch, precision, Path(cache_dir))
+                for precision in ("fp32", *precisions)
+            ]
     for m in results:
         log.info("bench %s", m)
     return results
@@ -196,8 +255,11 @@ def run_bench(encoder: str | None, recipe: str = "demo", task: str = "mini-asr",
 def format_bench(results: list[Measurement], device: str) -> str:
     """The measurements and their ratios to parity mode."""
     parity = results[0]
-    columns = [("train steps/s", "train_steps_per_s"), ("eval rows/s", "eval_rows_per_s"),
-               ("w/o encoder", "generate_rows_per_s")]
+    columns = [
+        ("train steps/s", "train_steps_per_s"),
+        ("eval rows/s", "eval_rows_per_s"),
+        ("w/o encoder", "generate_rows_per_s"),
+    ]
     header = "".join(f"{name:>14}{'x parity':>10}" for name, _ in columns)
     lines = [f"device: {device}", f"{'mode':<28}{header}{'peak MiB':>10}{'answers = parity':>18}"]
     for m in results:
@@ -205,7 +267,11 @@ def format_bench(results: list[Measurement], device: str) -> str:
         for _, attr in columns:
             value, base = getattr(m, attr), getattr(parity, attr)
             cells += f"{(f'{value:.3f}' if value else '-'):>14}{(f'{value / base:.2f}' if value and base else '-'):>10}"
-        lines.append(f"{m.mode:<28}{cells}{(f'{m.peak_mib:.0f}' if m.peak_mib else '-'):>10}{(m.same_answers or '-'):>18}")
-    footer = ("w/o encoder: rows/s of the evaluation time outside the frozen encoders (prefill, decoding); "
-              "answers = parity: batched answers equal to one-row answers of the same weights")
+        lines.append(
+            f"{m.mode:<28}{cells}{(f'{m.peak_mib:.0f}' if m.peak_mib else '-'):>10}{(m.same_answers or '-'):>18}"
+        )
+    footer = (
+        "w/o encoder: rows/s of the evaluation time outside the frozen encoders (prefill, decoding); "
+        "answers = parity: batched answers equal to one-row answers of the same weights"
+    )
     return "\n".join(lines + [footer])
