@@ -16,8 +16,16 @@ from transformers import BertConfig, BertModel, BertTokenizer
 
 import xares_fusion.metrics as metrics_module
 from xares_fusion.metrics import caption, choose, normalize_text, score
-from xares_fusion.metrics.caption import (DATE_DELTA_LONG, CaptionMetricUnavailable, CaptionScorer, SentenceModel,
-                                          date_score, discrimination_ranks, similarity_scores, tfidf_token_weights)
+from xares_fusion.metrics.caption import (
+    DATE_DELTA_LONG,
+    CaptionMetricUnavailable,
+    CaptionScorer,
+    SentenceModel,
+    date_score,
+    discrimination_ranks,
+    similarity_scores,
+    tfidf_token_weights,
+)
 
 # Normalised candidate embeddings e_i and reference centroids m_i (hand-picked unit vectors).
 E = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
@@ -54,14 +62,16 @@ def test_tfidf_weights_by_hand() -> None:
     # idf(a) = log(3/3) + 1 = 1, idf(b) = log(3/2) + 1; tf = 1 each; weights divided by their mean.
     idf_b = math.log(1.5) + 1
     w_a, w_b = 1 / ((1 + idf_b) / 2), idf_b / ((1 + idf_b) / 2)
-    torch.testing.assert_close(weights[0], torch.tensor([w_b, w_a, w_b, w_a]))   # [CLS] = max, [SEP] = min
-    torch.testing.assert_close(weights[1], torch.tensor([1.0, 1.0, 1.0, 1.0]))   # padding keeps weight 1
+    torch.testing.assert_close(weights[0], torch.tensor([w_b, w_a, w_b, w_a]))  # [CLS] = max, [SEP] = min
+    torch.testing.assert_close(weights[1], torch.tensor([1.0, 1.0, 1.0, 1.0]))  # padding keeps weight 1
 
 
 WORDS = "a dog barks cat meows rain falls on roof loud quiet the car passes man speaks phone bird sings".split()
 
 
-def save_tiny_bert(folder: Path, vocab: list[str], seed: int, layers: int = 2, word_std: float | None = None) -> BertModel:
+def save_tiny_bert(
+    folder: Path, vocab: list[str], seed: int, layers: int = 2, word_std: float | None = None
+) -> BertModel:
     """A random BERT (hidden 32) and its word-level WordPiece tokenizer, saved in ``folder``.
 
     ``word_std`` re-draws the word embeddings with that spread: at BERT's 0.02 every sentence of
@@ -71,8 +81,11 @@ def save_tiny_bert(folder: Path, vocab: list[str], seed: int, layers: int = 2, w
     # transformers 5 builds the tokenizer from ``vocab`` (a ``vocab_file`` argument is ignored)
     BertTokenizer(vocab={token: i for i, token in enumerate(vocab)}).save_pretrained(folder)
     torch.manual_seed(seed)
-    model = BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=layers,
-                                 num_attention_heads=2, intermediate_size=64))
+    model = BertModel(
+        BertConfig(
+            vocab_size=len(vocab), hidden_size=32, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=64
+        )
+    )
     if word_std is not None:
         with torch.no_grad():
             model.get_input_embeddings().weight.normal_(0, word_std)
@@ -94,17 +107,29 @@ def tiny_sentence_model(tmp_path_factory: pytest.TempPathFactory) -> SentenceMod
 def test_scorer_with_tiny_model(tiny_sentence_model: SentenceModel) -> None:
     captions = ["a dog barks", "rain falls on the roof", "the car passes", "a cat meows"]
     fense_form = CaptionScorer(tiny_sentence_model, date=False)
-    assert fense_form(captions, captions) == pytest.approx(1.0, abs=1e-5)           # identical -> cos 1
+    assert fense_form(captions, captions) == pytest.approx(1.0, abs=1e-5)  # identical -> cos 1
     assert fense_form(captions, captions[::-1]) < 1.0
     # DATE-form: TF-IDF weighted embeddings, then the corpus-level formula on them.
     model = tiny_sentence_model
     features = model.tokenize(captions)
-    weights = tfidf_token_weights(features["input_ids"], model.word_embeddings, model.special_ids,
-                                  model.tokenizer.cls_token_id, model.tokenizer.sep_token_id)
+    weights = tfidf_token_weights(
+        features["input_ids"],
+        model.word_embeddings,
+        model.special_ids,
+        model.tokenizer.cls_token_id,
+        model.tokenizer.sep_token_id,
+    )
     e = model.embed(features, weights)
-    m = model.embed(model.tokenize(captions[::-1]), tfidf_token_weights(
-        model.tokenize(captions[::-1])["input_ids"], model.word_embeddings, model.special_ids,
-        model.tokenizer.cls_token_id, model.tokenizer.sep_token_id))
+    m = model.embed(
+        model.tokenize(captions[::-1]),
+        tfidf_token_weights(
+            model.tokenize(captions[::-1])["input_ids"],
+            model.word_embeddings,
+            model.special_ids,
+            model.tokenizer.cls_token_id,
+            model.tokenizer.sep_token_id,
+        ),
+    )
     ones = torch.ones(len(captions))
     expected = date_score(similarity_scores(e, m, ones), discrimination_ranks(e, m, ones, DATE_DELTA_LONG))
     assert CaptionScorer(model, date=True)(captions, captions[::-1]) == pytest.approx(expected, abs=1e-6)
@@ -122,6 +147,20 @@ def test_minilm_proxy_prefers_matching_captions() -> None:
         assert 0.4 < matched <= 1.0 and shuffled < matched - 0.2, (name, matched, shuffled)
 
 
+def test_caption_metric_table_registers_every_metric_and_its_proxy() -> None:
+    from xares_fusion.registry import METRICS, RegistryError
+
+    assert sorted(caption.CAPTION_METRICS) == ["DATE", "FENSE"]
+    for name, metric in caption.CAPTION_METRICS.items():
+        assert caption.caption_metric(name) is metric and metric.name == name
+        assert metric.proxy == f"{name} (proxy)"
+        assert METRICS.get(name) is getattr(caption, name.lower())
+        assert METRICS.get(metric.proxy) is getattr(caption, f"{name.lower()}_proxy")
+    assert caption.CAPTION_METRICS["DATE"].date and not caption.CAPTION_METRICS["FENSE"].date
+    with pytest.raises(RegistryError, match=r"unknown caption metric 'SPIDEr'.*\['DATE', 'FENSE'\]"):
+        caption.caption_metric("SPIDEr")
+
+
 # --------------------------------------------------------------------------------------------
 # Official path: the real mecat.evaluate, its model loading pointed at tiny local models
 # --------------------------------------------------------------------------------------------
@@ -129,8 +168,14 @@ def test_minilm_proxy_prefers_matching_captions() -> None:
 # bert-base-uncased's id layout for the special tokens: mecat's DATE drops ids 0, 101 and 102 as
 # [PAD], [CLS] and [SEP] by number, so the tiny vocabulary keeps them there.
 BERT_VOCAB = ["[PAD]", *[f"[unused{i}]" for i in range(99)], "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-CAPTIONS = ["A dog barks!", "Rain falls on the roof.", "The car passes", "a cat meows", "A man speaks on the phone",
-            "a bird sings"]
+CAPTIONS = [
+    "A dog barks!",
+    "Rain falls on the roof.",
+    "The car passes",
+    "a cat meows",
+    "A man speaks on the phone",
+    "a bird sings",
+]
 
 
 def hub_snapshot(cache: Path, repo: str) -> Path:
@@ -155,22 +200,39 @@ def official_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     cache, fense_data = root / "hub", root / "fense_data"
     sbert = hub_snapshot(cache, caption.SBERT_REPO)
     save_tiny_bert(sbert, BERT_VOCAB, seed=0, layers=1, word_std=0.5)
-    (sbert / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (sbert / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            ]
+        )
+    )
     (sbert / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128, "do_lower_case": False}))
     (sbert / "1_Pooling").mkdir()
-    (sbert / "1_Pooling" / "config.json").write_text(json.dumps({
-        "word_embedding_dimension": 32, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
-        "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False}))
+    (sbert / "1_Pooling" / "config.json").write_text(
+        json.dumps(
+            {
+                "word_embedding_dimension": 32,
+                "pooling_mode_cls_token": False,
+                "pooling_mode_mean_tokens": True,
+                "pooling_mode_max_tokens": False,
+                "pooling_mode_mean_sqrt_len_tokens": False,
+            }
+        )
+    )
     # The checker pads to 256 tokens, within BertConfig's default 512 positions.
     backbone = save_tiny_bert(hub_snapshot(cache, caption.ECHECKER_BACKBONE), BERT_VOCAB, seed=1)
     head = torch.nn.Linear(32, 5)
-    state = {**{f"encoder.{k}": v for k, v in backbone.state_dict().items()},
-             **{f"clf.{k}": v for k, v in head.state_dict().items()}}
+    state = {
+        **{f"encoder.{k}": v for k, v in backbone.state_dict().items()},
+        **{f"clf.{k}": v for k, v in head.state_dict().items()},
+    }
     fense_data.mkdir()
-    torch.save({"model_type": caption.ECHECKER_BACKBONE, "num_classes": 5, "state_dict": state},
-               fense_data / caption.ECHECKER_FILE)
+    torch.save(
+        {"model_type": caption.ECHECKER_BACKBONE, "num_classes": 5, "state_dict": state},
+        fense_data / caption.ECHECKER_FILE,
+    )
     return cache, fense_data
 
 
@@ -204,14 +266,19 @@ def mecat_content_long(metric: str, predictions: list[str], references: list[str
     from mecat import evaluate
 
     torch.set_num_threads(1)  # as mecat's import leaves the official process
-    frame = evaluate(predicted_data=[[normalize_text(p)] for p in predictions],
-                     reference_data=[[normalize_text(r)] for r in references],
-                     task="caption", metrics=metric, subtask="long")
+    frame = evaluate(
+        predicted_data=[[normalize_text(p)] for p in predictions],
+        reference_data=[[normalize_text(r)] for r in references],
+        task="caption",
+        metrics=metric,
+        subtask="long",
+    )
     return float(frame[frame["subtask"] == "content_long"][metric].iloc[0])
 
 
-def test_parity_fense_date_call_mecat_like_official(official_models: tuple[Path, Path], tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch, torch_threads: None) -> None:
+def test_parity_fense_date_call_mecat_like_official(
+    official_models: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, torch_threads: None
+) -> None:
     pytest.importorskip("mecat", reason="the official-metrics extra is not installed")
     point_hub_at(monkeypatch, *official_models, tmp_path)
     assert caption.official_missing() == []
@@ -219,7 +286,7 @@ def test_parity_fense_date_call_mecat_like_official(official_models: tuple[Path,
     for name in ("FENSE", "DATE"):
         choice = choose(name)
         assert (choice.name, choice.unofficial, choice.reason) == (name, False, None)
-        perfect = score(name, CAPTIONS, [c.upper() for c in CAPTIONS])   # equal after normalisation
+        perfect = score(name, CAPTIONS, [c.upper() for c in CAPTIONS])  # equal after normalisation
         wrong = score(name, CAPTIONS, shuffled)
         assert perfect == mecat_content_long(name.lower(), CAPTIONS, [c.upper() for c in CAPTIONS])
         assert wrong == mecat_content_long(name.lower(), CAPTIONS, shuffled)
@@ -227,8 +294,9 @@ def test_parity_fense_date_call_mecat_like_official(official_models: tuple[Path,
         assert 0.0 < wrong < perfect <= 1.0, (name, perfect, wrong)
 
 
-def test_offline_caption_metrics_fall_back_to_labelled_proxy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_offline_caption_metrics_fall_back_to_labelled_proxy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     point_hub_at(monkeypatch, tmp_path / "empty_hub", tmp_path / "no_fense_data", tmp_path)
     for name in ("FENSE", "DATE"):
         caplog.clear()
@@ -236,21 +304,29 @@ def test_offline_caption_metrics_fall_back_to_labelled_proxy(tmp_path: Path, mon
             choice = choose(name)
             assert choose(name) == choice
         assert (choice.name, choice.unofficial) == (f"{name} (proxy)", True)
-        for needed in (caption.SBERT_REPO, caption.ECHECKER_FILE, caption.ECHECKER_BACKBONE,
-                       "pip install 'xares-fusion[official-metrics]'", "all-MiniLM-L6-v2"):
+        for needed in (
+            caption.SBERT_REPO,
+            caption.ECHECKER_FILE,
+            caption.ECHECKER_BACKBONE,
+            "pip install 'xares-fusion[official-metrics]'",
+            "all-MiniLM-L6-v2",
+        ):
             assert needed in choice.reason
-        assert [r.getMessage() for r in caplog.records] == [choice.reason]   # logged once per metric
+        assert [r.getMessage() for r in caplog.records] == [choice.reason]  # logged once per metric
         with pytest.raises(CaptionMetricUnavailable, match=f"{name} \\(official\\) needs"):
             score(name, ["a"], ["a"])
 
 
-def test_official_missing_reads_the_backbone_from_the_checkpoint(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_official_missing_reads_the_backbone_from_the_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # mecat loads whatever model_type the checkpoint names (the official one: bert-base-uncased).
     point_hub_at(monkeypatch, tmp_path / "empty_hub", tmp_path / "fense_data", tmp_path)
     (tmp_path / "fense_data").mkdir()
-    torch.save({"model_type": "prajjwal1/bert-tiny", "num_classes": 5, "state_dict": {}},
-               tmp_path / "fense_data" / caption.ECHECKER_FILE)
+    torch.save(
+        {"model_type": "prajjwal1/bert-tiny", "num_classes": 5, "state_dict": {}},
+        tmp_path / "fense_data" / caption.ECHECKER_FILE,
+    )
     missing = caption.official_missing()
     assert f"prajjwal1/bert-tiny in the hub cache {tmp_path / 'empty_hub'}" in missing
     assert not any(caption.ECHECKER_FILE in m or caption.ECHECKER_BACKBONE in m for m in missing)

@@ -17,7 +17,9 @@ def test_demo_path_writes_the_comparison(tmp_path: Path) -> None:
     systems = demo_systems(with_fusion=True)
     assert list(table.columns) == ["metric", *systems] and DEMO_FUSION_NAME in systems
     assert table[DEMO_FUSION_NAME].notna().all()
-    assert {"mini-keywords", "mini-instrument", "mini-asr", "Track A Overall", "Track B Overall", "Overall"} <= set(table.index)
+    assert {"mini-keywords", "mini-instrument", "mini-asr", "Track A Overall", "Track B Overall", "Overall"} <= set(
+        table.index
+    )
     # every demo task is scored with its official metric (no caption proxy): no Overall is marked unofficial
     assert set(table.loc[["Overall", "Track A Overall", "Track B Overall"], "metric"]) == {"weighted mean"}
     for name, (encoder, args) in systems.items():

@@ -14,24 +14,39 @@ from xares_fusion.leaderboard import build_table, load_reference, systems_from_r
 from xares_fusion.leaderboard.collect import load_names, load_records
 from xares_fusion.leaderboard.plots import write_plots
 from xares_fusion.leaderboard.render import to_csv, to_html, to_latex, to_markdown
-from xares_fusion.leaderboard.report import README_HEADER, make_report, task_tracks
+from xares_fusion.leaderboard.report import README_HEADER, make_report, shipped_tasks
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def _record(name: str, scores: dict[str, float | None], seed: int = 42) -> dict:
     tracks = {"esc-50": "A", "cremad": "A", "clotho": "B"}
-    return {"system": {"name": name, "encoder": name, "recipe": "task1", "llm": "smollm2", "precision": "fp32"},
-            "eval_group": "all", "limit": None, "seed": seed, "parity": {"official": True, "departures": []},
-            "tasks": [{"task": t, "metric": "Accuracy" if t != "clotho" else "FENSE (proxy)", "score": s,
-                       "track": tracks[t], "unofficial": t == "clotho"} for t, s in scores.items()]}
+    return {
+        "system": {"name": name, "encoder": name, "recipe": "task1", "llm": "smollm2", "precision": "fp32"},
+        "eval_group": "all",
+        "limit": None,
+        "seed": seed,
+        "parity": {"official": True, "departures": []},
+        "tasks": [
+            {
+                "task": t,
+                "metric": "Accuracy" if t != "clotho" else "FENSE (proxy)",
+                "score": s,
+                "track": tracks[t],
+                "unofficial": t == "clotho",
+            }
+            for t, s in scores.items()
+        ],
+    }
 
 
 @pytest.fixture()
 def records(tmp_path: Path) -> Path:
-    runs = {"gated/seed1": _record("gated", {"esc-50": 0.70, "cremad": 0.60, "clotho": 0.35}),
-            "gated/seed2": _record("gated", {"esc-50": 0.72, "cremad": 0.60, "clotho": 0.37}, seed=7),
-            "logmel/seed1": _record("logmel", {"esc-50": 0.50, "cremad": None, "clotho": 0.40})}
+    runs = {
+        "gated/seed1": _record("gated", {"esc-50": 0.70, "cremad": 0.60, "clotho": 0.35}),
+        "gated/seed2": _record("gated", {"esc-50": 0.72, "cremad": 0.60, "clotho": 0.37}, seed=7),
+        "logmel/seed1": _record("logmel", {"esc-50": 0.50, "cremad": None, "clotho": 0.40}),
+    }
     for folder, record in runs.items():
         (tmp_path / folder).mkdir(parents=True)
         (tmp_path / folder / "result.json").write_text(json.dumps(record))
@@ -97,7 +112,7 @@ def test_labels_show_what_differs_between_systems(records: Path) -> None:
 
 
 def test_transcribed_table1_reproduces_its_printed_overall_rows() -> None:
-    systems = load_reference(REPO / "leaderboard/reference/seed000_table1.yaml", task_tracks())
+    systems = load_reference(REPO / "leaderboard/reference/dual_encoder_fusion_table1.yaml", shipped_tasks())
     assert len(systems) == 9 and all(len(s.runs) == 20 for s in systems)
     mismatches = {}
     for system in systems:
@@ -116,7 +131,7 @@ def test_transcribed_table1_reproduces_its_printed_overall_rows() -> None:
 
 
 def test_table3_keeps_published_mean_and_std() -> None:
-    systems = load_reference(REPO / "leaderboard/reference/seed000_table3.yaml", task_tracks())
+    systems = load_reference(REPO / "leaderboard/reference/dual_encoder_fusion_table3.yaml", shipped_tasks())
     md = to_markdown(build_table(systems))
     assert "| asvspoof2015 | 0.959 | **0.960 ± 0.010** | 0.959 ± 0.004 |" in md
     # Table 3 prints Overall rows its task rows do not give (mean of rows 0.697 / 0.707 vs printed
@@ -134,3 +149,28 @@ def test_plots_render_headless(records: Path, tmp_path: Path) -> None:
     paths = write_plots(build_table(systems_from_records(load_records([records]))), tmp_path / "png")
     assert [p.name for p in paths] == ["leaderboard_tasks.png", "leaderboard_overall.png"]
     assert all(p.stat().st_size > 5000 for p in paths)
+
+
+def test_best_value_follows_the_metric_direction_in_the_registry(
+    records: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xares_fusion import metrics
+
+    systems = systems_from_records(load_records([records]))
+    best = {r.label: [c.best for c in r.cells] for r in build_table(systems).rows}
+    assert best["esc-50"] == [True, False] and best["Track A Overall"] == [True, False]
+    monkeypatch.setitem(metrics.HIGHER_IS_BETTER, "Accuracy", False)  # as if Accuracy were an error rate
+    best = {r.label: [c.best for c in r.cells] for r in build_table(systems).rows}
+    assert best["esc-50"] == [False, True] and best["Track A Overall"] == [False, True]
+    assert best["clotho"] == [False, True]  # FENSE (proxy) is still higher-is-better
+
+
+def test_track_overall_uses_the_task_weights(records: Path) -> None:
+    """The official weighted mean, not the plain mean, when a record's weights differ from 1."""
+    record = _record("weighted", {"esc-50": 0.9, "cremad": 0.3})
+    record["tasks"][0]["weight"] = 3.0
+    (records / "weighted").mkdir()
+    (records / "weighted" / "result.json").write_text(json.dumps(record))
+    system = next(s for s in systems_from_records(load_records([records])) if s.label == "weighted")
+    cell = next(r for r in build_table([system]).rows if r.label == "Track A Overall").cells[0]
+    assert cell.mean == pytest.approx((3 * 0.9 + 0.3) / 4)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from xares_fusion.metrics import normalize_text, score
+from xares_fusion.metrics import HIGHER_IS_BETTER, higher_is_better, metric_names, normalize_text, score
 
 
 def test_normalisation_follows_the_official_steps() -> None:
-    assert normalize_text("Ｈｅｌｌｏ，　ＷＯＲＬＤ！") == "hello world"      # full width -> ASCII, punct stripped
-    assert normalize_text("Well-known  sci-fi") == "well known sci fi"        # hyphen -> space, spaces collapse
-    assert normalize_text("Don't stop.") == "dont stop"                       # apostrophe is punctuation
-    assert normalize_text("你好。世界") == "你好。世界"                         # '。' is not ASCII punctuation
-    assert normalize_text("Dog;Cat_Bark") == "dogcatbark"                     # ';' and '_' are stripped
+    assert normalize_text("Ｈｅｌｌｏ，　ＷＯＲＬＤ！") == "hello world"  # full width -> ASCII, punct stripped
+    assert normalize_text("Well-known  sci-fi") == "well known sci fi"  # hyphen -> space, spaces collapse
+    assert normalize_text("Don't stop.") == "dont stop"  # apostrophe is punctuation
+    assert normalize_text("你好。世界") == "你好。世界"  # '。' is not ASCII punctuation
+    assert normalize_text("Dog;Cat_Bark") == "dogcatbark"  # ';' and '_' are stripped
     assert normalize_text("  \t ") == ""
 
 
@@ -31,10 +34,10 @@ def test_iwer_is_corpus_level() -> None:
 
 
 def test_iwer_empty_prediction_and_clipping_at_zero() -> None:
-    assert score("iWER", [""], ["one two three"]) == pytest.approx(0.0)            # 3 deletions / 3 words
+    assert score("iWER", [""], ["one two three"]) == pytest.approx(0.0)  # 3 deletions / 3 words
     # 1 substitution ... 2 insertions + 1 correct: "a b c d e f" vs "x": 1 sub + 5 ins = 6 edits / 1 word
-    assert score("iWER", ["a b c d e f"], ["x"]) == 0.0                          # WER 6 -> clipped to 0
-    assert score("iWER", ["a b"], ["a"]) == pytest.approx(0.0)                    # WER exactly 1 -> 0
+    assert score("iWER", ["a b c d e f"], ["x"]) == 0.0  # WER 6 -> clipped to 0
+    assert score("iWER", ["a b"], ["a"]) == pytest.approx(0.0)  # WER exactly 1 -> 0
 
 
 def test_icer_keeps_cjk_full_stop() -> None:
@@ -61,7 +64,7 @@ def test_map_binary_macro_average() -> None:
 def test_map_extra_columns_score_zero_as_officially() -> None:
     perfect = score("mAP", ["a", "b"], ["a", "b"], num_classes=2)
     assert perfect == pytest.approx(1.0)
-    assert score("mAP", ["a", "b"], ["a", "b"], num_classes=4) == pytest.approx(0.5)   # (1 + 1 + 0 + 0) / 4
+    assert score("mAP", ["a", "b"], ["a", "b"], num_classes=4) == pytest.approx(0.5)  # (1 + 1 + 0 + 0) / 4
 
 
 def test_map_more_labels_than_num_classes_raises() -> None:
@@ -76,3 +79,22 @@ def test_length_mismatch_and_unknown_metric() -> None:
         score("IWER", ["a"], ["a"])
     with pytest.raises(ValueError, match="does not take arguments"):
         score("Accuracy", ["a"], ["a"], num_classes=3)
+
+
+def test_every_registered_metric_declares_its_direction() -> None:
+    assert set(HIGHER_IS_BETTER) == set(metric_names())
+    # iWER / iCER are 1 - error rate (clipped at 0) as officially: higher is better, like every official score
+    assert all(higher_is_better(name) for name in ("Accuracy", "mAP", "iWER", "iCER", "FENSE", "DATE"))
+    with pytest.raises(LookupError, match="Did you mean 'iWER'"):
+        higher_is_better("WER")
+
+
+@pytest.mark.parametrize("module", ["xares_fusion.metrics", "xares_fusion.leaderboard"])
+def test_importing_metrics_pulls_no_torch_or_sklearn(module: str) -> None:
+    """The leaderboard reads scores through the metrics package; torch and sklearn load only to compute.
+
+    A fresh interpreter: this test process has imported torch already.
+    """
+    code = f"import sys, {module}; print(sorted({{'torch', 'sklearn'}} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert result.stdout.strip() == "[]"

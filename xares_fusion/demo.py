@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .atomic import atomic_write
 from .results import scores_frame
 from .runner import RunRequest, run
 
@@ -22,14 +23,24 @@ DEMO_SYSTEMS: dict[str, dict] = {
     "logmel": {"pool": 8},
     "random": {"pool": 4},
 }
-# `demo --with-fusion`: the softmax-gated residual fusion (seed 000) of the first two, same frame rate.
+# `demo --with-fusion`: the softmax-gated residual fusion ("Dual-Encoder Fusion with Explicit and Implicit
+# Injection") of the first two, same frame rate.
 DEMO_FUSION_NAME = "gated(whisper-base-offline+logmel)"
-DEMO_FUSION = ("gated", {"encoders": [{"name": "whisper-base-offline", "args": DEMO_SYSTEMS["whisper-base-offline"]},
-                                      {"name": "logmel", "args": DEMO_SYSTEMS["logmel"]}], "dim": 512})
+DEMO_FUSION = (
+    "gated",
+    {
+        "encoders": [
+            {"name": "whisper-base-offline", "args": DEMO_SYSTEMS["whisper-base-offline"]},
+            {"name": "logmel", "args": DEMO_SYSTEMS["logmel"]},
+        ],
+        "dim": 512,
+    },
+)
 
 
 def comparison_table(columns: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One row per task (and overall rows), one score column per system."""
+    """One row per task (and the Overall rows of ``results.scores_frame``, the official weighted
+    mean), one score column per system."""
     merged = None
     for system, frame in columns.items():
         part = frame.set_index("Task")[["metric", "score"]].rename(columns={"score": system})
@@ -45,25 +56,43 @@ def demo_systems(with_fusion: bool = False) -> dict[str, tuple[str, dict]]:
     return systems
 
 
-def run_demo(output_dir: Path, max_steps: int | None = None, limit: int | None = None, progress: bool = True,
-             with_fusion: bool = False) -> str:
+def run_demo(
+    output_dir: Path,
+    max_steps: int | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    with_fusion: bool = False,
+) -> str:
     """Train and evaluate every demo system; returns the printable comparison and where it is."""
     started = time.time()
     frames = {}
     systems = demo_systems(with_fusion)
     for name, (encoder, args) in systems.items():
-        result = run(RunRequest(encoder=encoder, train="demo", eval="mini-demo", encoder_args=args, max_steps=max_steps,
-                                limit=limit, output_dir=output_dir / name, progress=progress))
+        result = run(
+            RunRequest(
+                encoder=encoder,
+                train="demo",
+                eval="mini-demo",
+                encoder_args=args,
+                max_steps=max_steps,
+                limit=limit,
+                output_dir=output_dir / name,
+                progress=progress,
+            )
+        )
         frames[name] = scores_frame(result.results)
     table = comparison_table(frames)
-    table.to_csv(output_dir / "comparison.tsv", sep="\t", float_format="%.4f")
+    atomic_write(output_dir / "comparison.tsv", lambda tmp: table.to_csv(tmp, sep="\t", float_format="%.4f"))
     shown = table.copy()
     for system in systems:
         shown[system] = shown[system].map(lambda v: "n/a" if pd.isna(v) else f"{v:.3f}")
     minutes = (time.time() - started) / 60
-    commands = "\n".join(f"  xares-fusion run {encoder} demo --encoder-args '{json.dumps(args)}'"
-                         for encoder, args in systems.values())
-    return (f"{shown.to_string()}\n\nWall time {minutes:.1f} min. Per-system results in {output_dir}/<system>/ "
-            f"(scores.tsv, result.json, predictions_<task>.csv); this table in {output_dir}/comparison.tsv.\n"
-            f"Each column is (recipes/demo.yaml, CPU-sized: its departures from the official recipe are listed "
-            f"in each result.json under parity):\n{commands}")
+    commands = "\n".join(
+        f"  xares-fusion run {encoder} demo --encoder-args '{json.dumps(args)}'" for encoder, args in systems.values()
+    )
+    return (
+        f"{shown.to_string()}\n\nWall time {minutes:.1f} min. Per-system results in {output_dir}/<system>/ "
+        f"(scores.tsv, result.json, predictions_<task>.csv); this table in {output_dir}/comparison.tsv.\n"
+        f"Each column is (recipes/demo.yaml, CPU-sized: its departures from the official recipe are listed "
+        f"in each result.json under parity):\n{commands}"
+    )

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from .table import Table  # noqa: E402
+from ..atomic import atomic_write
+from .table import Table
 
 
 def _bars(ax, labels: list[str], series: dict[str, list[float | None]]) -> None:
@@ -30,14 +32,15 @@ def write_plots(table: Table, out_dir: Path, stem: str = "leaderboard") -> list[
     out_dir.mkdir(parents=True, exist_ok=True)
     names = [s.label + (" (published)" if s.published else "") + ("" if s.official else " §") for s in table.systems]
     paths = []
-    for suffix, rows, size in (("tasks", [r for r in table.rows if not r.overall], (12, 5)),
-                               ("overall", [r for r in table.rows if r.overall], (6, 4))):
+    for suffix, rows, size in (
+        ("tasks", [r for r in table.rows if not r.overall], (12, 5)),
+        ("overall", [r for r in table.rows if r.overall], (6, 4)),
+    ):
         fig, ax = plt.subplots(figsize=size)
         _bars(ax, [r.label for r in rows], {n: [r.cells[i].mean for r in rows] for i, n in enumerate(names)})
         ax.set_ylabel("score")
         fig.tight_layout()
-        path = out_dir / f"{stem}_{suffix}.png"
-        fig.savefig(path, dpi=100)
+        # format given: the temporary file's suffix is not .png
+        paths.append(atomic_write(out_dir / f"{stem}_{suffix}.png", partial(fig.savefig, format="png", dpi=100)))
         plt.close(fig)
-        paths.append(path)
     return paths

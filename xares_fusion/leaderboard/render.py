@@ -9,12 +9,14 @@ import io
 from .table import Cell, Table
 
 MISSING = "–"
-NOTES = ("† includes an unofficial proxy metric (the official model was not available). "
-         "(k/n): Overall over the k of n tasks this system has. "
-         "‡ the paper prints another Overall than the mean of its rows (printed value in brackets). "
-         "(published): numbers transcribed from the paper, not reproduced here. "
-         "§ departs from the official pipeline (bf16, another LLM or schedule, ...; the run's result.json "
-         "lists each departure under 'parity'), so not comparable with the challenge's scores.")
+NOTES = (
+    "† includes an unofficial proxy metric (the official model was not available). "
+    "(k/n): Overall over the k of n tasks this system has. "
+    "‡ the paper prints another Overall than the mean of its rows (printed value in brackets). "
+    "(published): numbers transcribed from the paper, not reproduced here. "
+    "§ departs from the official pipeline (bf16, another LLM or schedule, ...; the run's result.json "
+    "lists each departure under 'parity'), so not comparable with the challenge's scores."
+)
 
 
 def cell_text(cell: Cell) -> str:
@@ -69,7 +71,9 @@ def to_markdown(table: Table, title: str | None = None) -> str:
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for row in table.rows:
         label = f"**{_row_label(row)}**" if row.overall else _row_label(row)
-        lines.append("| " + " | ".join([label, *(f"**{t}**" if best else t for t, best in _row_cells(table, row))]) + " |")
+        lines.append(
+            "| " + " | ".join([label, *(f"**{t}**" if best else t for t, best in _row_cells(table, row))]) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -83,9 +87,18 @@ def to_csv(table: Table) -> str:
 
 
 def _latex_escape(text: str) -> str:
-    return (text.replace("\\", "\\textbackslash{}").replace("&", "\\&").replace("%", "\\%").replace("_", "\\_")
-            .replace("#", "\\#").replace("±", "$\\pm$").replace("Δ", "$\\Delta$").replace("†", "$^\\dagger$")
-            .replace("‡", "$^\\ddagger$").replace("–", "--"))
+    return (
+        text.replace("\\", "\\textbackslash{}")
+        .replace("&", "\\&")
+        .replace("%", "\\%")
+        .replace("_", "\\_")
+        .replace("#", "\\#")
+        .replace("±", "$\\pm$")
+        .replace("Δ", "$\\Delta$")
+        .replace("†", "$^\\dagger$")
+        .replace("‡", "$^\\ddagger$")
+        .replace("–", "--")
+    )
 
 
 def _groups(table: Table) -> list[tuple[str, int]]:
@@ -103,10 +116,24 @@ def _groups(table: Table) -> list[tuple[str, int]]:
 
 def to_latex(table: Table, caption: str | None = None) -> str:
     columns = column_labels(table, with_group=False)
-    lines = ["\\begin{table}[t]", "\\centering", "\\small", "\\begin{tabular}{l" + "r" * len(columns) + "}", "\\toprule"]
+    lines = [
+        "\\begin{table}[t]",
+        "\\centering",
+        "\\small",
+        "\\begin{tabular}{l" + "r" * len(columns) + "}",
+        "\\toprule",
+    ]
     if any(g for g, _ in _groups(table)):
-        lines.append(" & ".join([""] + [f"\\multicolumn{{{w}}}{{c}}{{{_latex_escape(g)}}}" if w > 1 else _latex_escape(g)
-                                        for g, w in _groups(table)]) + " \\\\")
+        lines.append(
+            " & ".join(
+                [""]
+                + [
+                    f"\\multicolumn{{{w}}}{{c}}{{{_latex_escape(g)}}}" if w > 1 else _latex_escape(g)
+                    for g, w in _groups(table)
+                ]
+            )
+            + " \\\\"
+        )
     lines.append(" & ".join(["Task"] + [_latex_escape(c) for c in columns]) + " \\\\")
     lines.append("\\midrule")
     for row in table.rows:
@@ -128,10 +155,14 @@ def to_html(table: Table, title: str | None = None, images: list[str] | None = N
     parts = [f"<h3>{esc(title)}</h3>" if title else "", "<table>", "<thead>"]
     if any(g for g, _ in _groups(table)):
         parts.append("<tr><th></th>" + "".join(f'<th colspan="{w}">{esc(g)}</th>' for g, w in _groups(table)) + "</tr>")
-    parts.append("<tr><th>Task</th>" + "".join(f"<th>{esc(c)}</th>" for c in column_labels(table, with_group=False)) + "</tr>")
+    parts.append(
+        "<tr><th>Task</th>" + "".join(f"<th>{esc(c)}</th>" for c in column_labels(table, with_group=False)) + "</tr>"
+    )
     parts.append("</thead><tbody>")
     for row in table.rows:
-        cells = "".join(f"<td><b>{esc(t)}</b></td>" if best else f"<td>{esc(t)}</td>" for t, best in _row_cells(table, row))
+        cells = "".join(
+            f"<td><b>{esc(t)}</b></td>" if best else f"<td>{esc(t)}</td>" for t, best in _row_cells(table, row)
+        )
         label = f"<b>{esc(_row_label(row))}</b>" if row.overall else esc(_row_label(row))
         parts.append(f"<tr><td>{label}</td>{cells}</tr>")
     parts += ["</tbody></table>", f"<p><small>{esc(NOTES)}</small></p>"]

