@@ -19,12 +19,16 @@ GOOD_FORWARD = """
 
 
 def _encoder_file(tmp_path: Path, body: str, base: str = "torch.nn.Module", init: str = "self.output_dim = 8") -> str:
-    code = HEADER + textwrap.dedent(f"""
+    code = (
+        HEADER
+        + textwrap.dedent(f"""
         class BrokenEncoder({base}):
             def __init__(self):
                 super().__init__()
                 {init}
-        """) + textwrap.indent(textwrap.dedent(body), "    ")
+        """)
+        + textwrap.indent(textwrap.dedent(body), "    ")
+    )
     path = tmp_path / "broken_encoder.py"
     path.write_text(code)
     return str(path)
@@ -33,45 +37,81 @@ def _encoder_file(tmp_path: Path, body: str, base: str = "torch.nn.Module", init
 CASES = {
     "not a module": (dict(base="object", init="self.output_dim = 8", body=GOOD_FORWARD), "not a torch.nn.Module"),
     "no output_dim": (dict(init="pass", body=GOOD_FORWARD), "has no attribute 'output_dim'"),
-    "forward signature": (dict(body="""
+    "forward signature": (
+        dict(
+            body="""
         def forward(self, audio):
             return torch.zeros(audio.shape[0], 5, 8), None
-        """), r"does not take \(audio, audio_attention_mask\)"),
-    "wrong rank": (dict(body="""
+        """
+        ),
+        r"does not take \(audio, audio_attention_mask\)",
+    ),
+    "wrong rank": (
+        dict(
+            body="""
         def forward(self, audio, mask=None):
             return torch.zeros(audio.shape[0], 8), None
-        """), "rank 2"),
-    "batch mismatch": (dict(body="""
+        """
+        ),
+        "rank 2",
+    ),
+    "batch mismatch": (
+        dict(
+            body="""
         def forward(self, audio, mask=None):
             return torch.zeros(1, 5, 8), None
-        """), "batch of 2 clips but returned features for 1"),
-    "dim mismatch": (dict(body="""
+        """
+        ),
+        "batch of 2 clips but returned features for 1",
+    ),
+    "dim mismatch": (
+        dict(
+            body="""
         def forward(self, audio, mask=None):
             return torch.zeros(audio.shape[0], 5, 16), None
-        """), "D=16 but output_dim=8"),
-    "mask length": (dict(body="""
+        """
+        ),
+        "D=16 but output_dim=8",
+    ),
+    "mask length": (
+        dict(
+            body="""
         def forward(self, audio, mask=None):
             return torch.zeros(audio.shape[0], 5, 8), mask
-        """), r"mask has 32000 entries but the features have 5 frames .*sample-level audio_attention_mask.*"
-             r"Fix: return None \(every frame valid\) or a frame-level \[B, T\] mask"),
-    "nan": (dict(body="""
+        """
+        ),
+        r"mask has 32000 entries but the features have 5 frames .*sample-level audio_attention_mask.*"
+        r"Fix: return None \(every frame valid\) or a frame-level \[B, T\] mask",
+    ),
+    "nan": (
+        dict(
+            body="""
         def forward(self, audio, mask=None):
             out = torch.zeros(audio.shape[0], 5, 8)
             out[0, 0, 0] = float("nan")
             return out, None
-        """), "1 NaN/Inf values"),
-    "not a pair": (dict(body="""
+        """
+        ),
+        "1 NaN/Inf values",
+    ),
+    "not a pair": (
+        dict(
+            body="""
         def forward(self, audio, mask=None):
             return torch.zeros(audio.shape[0], 5, 8)
-        """), "expected a pair"),
+        """
+        ),
+        "expected a pair",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_each_breach_has_its_own_message(tmp_path: Path, case: str) -> None:
     kwargs, message = CASES[case]
-    path = _encoder_file(tmp_path, kwargs["body"], kwargs.get("base", "torch.nn.Module"),
-                         kwargs.get("init", "self.output_dim = 8"))
+    path = _encoder_file(
+        tmp_path, kwargs["body"], kwargs.get("base", "torch.nn.Module"), kwargs.get("init", "self.output_dim = 8")
+    )
     with pytest.raises(EncoderContractError, match=message) as info:
         check_encoder(path)
     assert "Fix:" in str(info.value)
@@ -79,9 +119,10 @@ def test_each_breach_has_its_own_message(tmp_path: Path, case: str) -> None:
 
 def test_messages_are_distinct(tmp_path: Path) -> None:
     messages = set()
-    for case, (kwargs, _) in CASES.items():
-        path = _encoder_file(tmp_path, kwargs["body"], kwargs.get("base", "torch.nn.Module"),
-                             kwargs.get("init", "self.output_dim = 8"))
+    for kwargs, _ in CASES.values():
+        path = _encoder_file(
+            tmp_path, kwargs["body"], kwargs.get("base", "torch.nn.Module"), kwargs.get("init", "self.output_dim = 8")
+        )
         with pytest.raises(EncoderContractError) as info:
             check_encoder(path)
         messages.add(str(info.value).split(":", 1)[1].split(".")[0])

@@ -41,16 +41,44 @@ def test_fp32_cache_reproduces_the_uncached_run(tmp_path: Path, synthetic_root: 
         recipe.write_text(RECIPE)
         common = [str(recipe), "synthetic", "--limit", "16", "--no-progress"]
         assert main(["run", "logmel", *common, "--output-dir", str(tmp_path / "plain")]) == 0
-        assert main(["run", "logmel", *common, "--output-dir", str(tmp_path / "cached"),
-                     "--feature-cache", "readwrite", "--cache-dtype", "fp32"]) == 0
-        assert main(["run", "logmel", *common, "--output-dir", str(tmp_path / "warm"),
-                     "--feature-cache", "read", "--cache-dtype", "fp32"]) == 0
+        assert (
+            main(
+                [
+                    "run",
+                    "logmel",
+                    *common,
+                    "--output-dir",
+                    str(tmp_path / "cached"),
+                    "--feature-cache",
+                    "readwrite",
+                    "--cache-dtype",
+                    "fp32",
+                ]
+            )
+            == 0
+        )
+        assert (
+            main(
+                [
+                    "run",
+                    "logmel",
+                    *common,
+                    "--output-dir",
+                    str(tmp_path / "warm"),
+                    "--feature-cache",
+                    "read",
+                    "--cache-dtype",
+                    "fp32",
+                ]
+            )
+            == 0
+        )
     finally:
         torch.use_deterministic_algorithms(False)
     plain = _history(tmp_path / "plain")
     assert [h["step"] for h in plain] == list(range(5, 31, 5))
     records = {run: json.loads((tmp_path / run / "result.json").read_text()) for run in ("plain", "cached", "warm")}
-    for run in ("cached", "warm"):                          # filling the cache, then served from it
+    for run in ("cached", "warm"):  # filling the cache, then served from it
         assert _history(tmp_path / run) == plain
         assert [t["score"] for t in records[run]["tasks"]] == [t["score"] for t in records["plain"]["tasks"]]
     assert records["plain"]["feature_cache"] is None
@@ -72,16 +100,16 @@ def test_cache_keys_separate_settings_and_a_warm_cache_serves_every_clip(tmp_pat
     cache = FeatureCache(tmp_path, "readwrite", "fp16")
     cold = cache.encode(a, audio, mask, cacheable=[True, True, False])
     assert (cache.hits, cache.misses) == (0, 3)
-    assert len(list(tmp_path.rglob("*.safetensors"))) == 2                       # the crop is not stored
-    warm = cache.encode(a, audio, mask)                                        # every row cacheable now
+    assert len(list(tmp_path.rglob("*.safetensors"))) == 2  # the crop is not stored
+    warm = cache.encode(a, audio, mask)  # every row cacheable now
     assert (cache.hits, cache.misses) == (2, 4) and len(list(tmp_path.rglob("*.safetensors"))) == 3
     direct, direct_mask = a(audio, mask)
     assert torch.equal(warm.mask, direct_mask) and torch.equal(cold.mask, direct_mask)
     direct = direct * direct_mask[..., None]
-    torch.testing.assert_close(warm.features[:2], direct[:2].half().float(), rtol=0, atol=0)    # served, fp16
-    torch.testing.assert_close(warm.features[2, :51], direct[2, :51], rtol=0, atol=0)            # computed
+    torch.testing.assert_close(warm.features[:2], direct[:2].half().float(), rtol=0, atol=0)  # served, fp16
+    torch.testing.assert_close(warm.features[2, :51], direct[2, :51], rtol=0, atol=0)  # computed
     reader = FeatureCache(tmp_path, "read", "fp16")
-    reader.encode(b, audio, mask)                                # another setting: all misses, nothing written
+    reader.encode(b, audio, mask)  # another setting: all misses, nothing written
     assert reader.misses == 3 and len(list(tmp_path.rglob("*.safetensors"))) == 3
 
 
@@ -94,7 +122,7 @@ def test_bench_measures_every_mode(synthetic_root: Path) -> None:
     parity, batched, batched_cached, cached = results
     assert parity.train_steps_per_s > 0 and parity.eval_rows_per_s > 0
     assert batched.train_steps_per_s is None and batched.eval_rows_per_s > 0
-    assert batched.same_answers == "4/4"          # the parity weights: batching changes no answer
+    assert batched.same_answers == "4/4"  # the parity weights: batching changes no answer
     assert batched_cached.train_steps_per_s is None and batched_cached.same_answers == "4/4"  # nor does the cache
     assert cached.train_steps_per_s > 0 and cached.eval_rows_per_s > 0 and cached.same_answers is None
     table = format_bench(results, "cpu").splitlines()

@@ -7,12 +7,15 @@ import torch
 import torch.nn.functional as F
 
 from xares_fusion.encoders import build_encoder, check_encoder
-from xares_fusion.fusion import AlignmentError, FusionContext, Stream, align_streams
+from xares_fusion.frontend import FusionContext, Stream
+from xares_fusion.fusion import AlignmentError, align_streams
 from xares_fusion.fusion.layers import load_balance_loss
 from xares_fusion.projectors import build_projector
 
-WEAK = [{"name": "random", "args": {"output_dim": 12, "pool": 2}},        # 25 fps
-        {"name": "logmel", "args": {"n_mels": 10, "pool": 4}}]            # 25 fps
+WEAK = [
+    {"name": "random", "args": {"output_dim": 12, "pool": 2}},  # 25 fps
+    {"name": "logmel", "args": {"n_mels": 10, "pool": 4}},
+]  # 25 fps
 
 
 def _audio(seconds: tuple[float, ...] = (1.0, 2.0)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,6 +35,7 @@ def _stream(lengths: list[int], total: int, dim: int, rate: float | None, seed: 
 
 
 # -- time alignment -------------------------------------------------------------------------------
+
 
 def test_streams_at_100_50_and_25_fps_align_to_the_reference() -> None:
     seconds = torch.tensor([1.0, 2.0])
@@ -62,6 +66,7 @@ def test_unknown_frame_rate_is_measured_and_odd_ratios_need_interpolation() -> N
 
 # -- gated residual, STFT branch --------------------------------------------------------------
 
+
 def test_gate_sums_to_one_and_zero_gate_gives_the_half_sum_formula() -> None:
     fusion = build_encoder("gated", {"encoders": WEAK, "dim": 8})
     audio, mask = _audio()
@@ -74,7 +79,7 @@ def test_gate_sums_to_one_and_zero_gate_gives_the_half_sum_formula() -> None:
         fusion.gated.gate.bias.zero_()
     z, gate = fusion.gated(h)
     d, w = fusion.gated.projs[0](h[0]), fusion.gated.projs[1](h[1])
-    expected = F.layer_norm(F.layer_norm((d + w) / 2, (8,)) + d + w, (8,))       # LN affine is identity at init
+    expected = F.layer_norm(F.layer_norm((d + w) / 2, (8,)) + d + w, (8,))  # LN affine is identity at init
     torch.testing.assert_close(gate, torch.full_like(gate, 0.5))
     torch.testing.assert_close(z, expected)
 
@@ -88,16 +93,19 @@ def test_stft_branch_adds_gamma_times_projected_log_mel() -> None:
     audio, mask = _audio()
     base, fmask = plain(audio, mask)
     fused, _ = with_stft(audio, mask)
-    spec, smask = with_stft.stft_branch.spectrum(audio, mask)                  # 25 fps, like the streams
-    expected = (base + 1e-2 * with_stft.stft_branch.proj(spec[:, :base.shape[1]])) * fmask[..., None]
+    spec, smask = with_stft.stft_branch.spectrum(audio, mask)  # 25 fps, like the streams
+    expected = (base + 1e-2 * with_stft.stft_branch.proj(spec[:, : base.shape[1]])) * fmask[..., None]
     torch.testing.assert_close(fused, expected)
 
 
 # -- MoE routing and load balance -------------------------------------------------------------
 
+
 def test_load_balance_loss_matches_the_formula_on_hand_made_routing() -> None:
     probs = torch.tensor([[0.7, 0.3], [0.4, 0.6]])
-    assert load_balance_loss(probs, torch.tensor([[1, 0], [0, 1]])).item() == pytest.approx(2 * (0.55 * 0.5 + 0.45 * 0.5))
+    assert load_balance_loss(probs, torch.tensor([[1, 0], [0, 1]])).item() == pytest.approx(
+        2 * (0.55 * 0.5 + 0.45 * 0.5)
+    )
     probs = torch.tensor([[0.9, 0.1], [0.8, 0.2]])
     assert load_balance_loss(probs, torch.tensor([[1, 0], [1, 0]])).item() == pytest.approx(2 * 0.85)
 
@@ -112,7 +120,7 @@ def test_moe_uses_exactly_k_experts_per_token_weighted_by_router_probability(mod
     parts = [s.features for s in streams]
     if mode == "proj":
         parts = [p(x) for p, x in zip(fusion.projs, parts)]
-    x = torch.cat(parts, -1)[1, 10]                                           # one token, by hand
+    x = torch.cat(parts, -1)[1, 10]  # one token, by hand
     p = torch.softmax(fusion.router(x), -1)
     top = p.topk(2).indices
     assert len(top) == 2
@@ -129,6 +137,7 @@ def test_moe_uses_exactly_k_experts_per_token_weighted_by_router_probability(mod
 
 # -- explicit injection -----------------------------------------------------------------------
 
+
 def test_explicit_injection_losses_follow_eqs_11_12_and_ignore_padding() -> None:
     fusion = build_encoder("explicit", {"encoders": WEAK, "dim": 8, "decor_dim": 5})
     a = _stream([10, 20], 20, 12, 25.0, seed=3)
@@ -139,10 +148,10 @@ def test_explicit_injection_losses_follow_eqs_11_12_and_ignore_padding() -> None
     valid = mask.reshape(-1).bool()
     h_a, h_b = a.features.reshape(-1, 12)[valid], b.features.reshape(-1, 10)[valid]
     r = h_b - h_a @ fusion.predict.weight.T
-    assert recon.item() == pytest.approx((r ** 2).sum(-1).mean().item(), rel=1e-5)
+    assert recon.item() == pytest.approx((r**2).sum(-1).mean().item(), rel=1e-5)
     u, v = fusion.decor_a(h_a), fusion.decor_r(r)
     c = sum(torch.outer(ui - u.mean(0), vi - v.mean(0)) for ui, vi in zip(u, v)) / u.shape[0]
-    assert decor.item() == pytest.approx((c ** 2).sum().item(), rel=1e-4)
+    assert decor.item() == pytest.approx((c**2).sum().item(), rel=1e-4)
     # altering padded frames changes neither loss
     a.features[0, 15:] = 100.0
     b.features[0, 12:] = -7.0
@@ -152,6 +161,7 @@ def test_explicit_injection_losses_follow_eqs_11_12_and_ignore_padding() -> None
 
 
 # -- MoWE -------------------------------------------------------------------------------------
+
 
 def test_mowe_routing_smoothing_only_in_training_and_loss_formula() -> None:
     pool = WEAK + [{"name": "stft", "args": {"n_fft": 256}}]
@@ -163,7 +173,7 @@ def test_mowe_routing_smoothing_only_in_training_and_loss_formula() -> None:
     fusion.eval()
     r_indep, r_dep = fusion.routing(base.features, base.mask)
     p_indep = torch.softmax(torch.tensor([0.1, 0.5]), -1)
-    torch.testing.assert_close(r_indep, torch.tensor([0.0, p_indep[1].item()]))          # KeepTop1
+    torch.testing.assert_close(r_indep, torch.tensor([0.0, p_indep[1].item()]))  # KeepTop1
     assert ((r_dep > 0).sum(-1) == 1).all()
     fusion.train()
     _, smoothed = fusion.routing(base.features, base.mask)
@@ -173,12 +183,16 @@ def test_mowe_routing_smoothing_only_in_training_and_loss_formula() -> None:
     assert features.shape[-1] == fusion.output_dim == 12 + 2 * 6
     streams, _ = align_streams(fusion.encode_streams(audio, mask), 0, torch.tensor([1.0, 2.0]))
     r_indep, r_dep = fusion.routing(streams[0].features, streams[0].mask)
-    ent = lambda p: -(p[p > 0] * p[p > 0].log()).sum()                               # noqa: E731
+
+    def ent(p: torch.Tensor) -> torch.Tensor:
+        return -(p[p > 0] * p[p > 0].log()).sum()
+
     expected = 0.5 * (ent(r_indep) + (sum(ent(r) for r in r_dep) / 2 + (r_dep.mean(0) * r_dep.mean(0).log()).sum()))
     assert fusion.aux_losses["mowe"].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 # -- MoE-Adapter projector --------------------------------------------------------------------
+
 
 def test_moe_adapter_gates_k_experts_softmax_over_top_k_and_aux_formula() -> None:
     torch.manual_seed(0)
@@ -201,7 +215,10 @@ def test_moe_adapter_gates_k_experts_softmax_over_top_k_and_aux_formula() -> Non
 
 def test_dense_ffn_baseline_matches_the_moe_adapter_parameter_count() -> None:
     moe_args = {"num_experts": 8, "top_k": 4, "expert_hidden": 40, "aggregation_hidden": 96}
-    count = lambda m: sum(p.numel() for p in m.parameters())                        # noqa: E731
+
+    def count(m: torch.nn.Module) -> int:
+        return sum(p.numel() for p in m.parameters())
+
     moe = build_projector("moe-adapter", 48, 64, moe_args)
     dense = build_projector("dense-ffn", 48, 64, {"match_moe": moe_args})
     assert abs(count(dense) - count(moe)) <= 48 + 64 + 1
@@ -209,10 +226,19 @@ def test_dense_ffn_baseline_matches_the_moe_adapter_parameter_count() -> None:
 
 # -- every catalogue entry honours the encoder contract -----------------------------------------
 
-@pytest.mark.parametrize("name,args", [
-    ("concat", {}), ("average", {}), ("gated", {"stft": {}}), ("moe", {"input": "proj", "stft": {}}),
-    ("explicit", {"stft": {}}), ("mowe", {"weak_dim": 4}), ("qformer", {"hidden_size": 16, "window": 5}),
-])
+
+@pytest.mark.parametrize(
+    "name,args",
+    [
+        ("concat", {}),
+        ("average", {}),
+        ("gated", {"stft": {}}),
+        ("moe", {"input": "proj", "stft": {}}),
+        ("explicit", {"stft": {}}),
+        ("mowe", {"weak_dim": 4}),
+        ("qformer", {"hidden_size": 16, "window": 5}),
+    ],
+)
 def test_every_fusion_passes_the_encoder_check(name: str, args: dict) -> None:
     encoders = WEAK + ([{"name": "stft", "args": {"n_fft": 256}}] if name == "mowe" else [])
     summary = check_encoder(name, {"encoders": encoders, **({} if name == "mowe" else {"dim": 8}), **args})

@@ -19,8 +19,10 @@ from xares_fusion.runner import RunRequest, build_model, plan_run, run, train_st
 from xares_fusion.stages import attach_encoder_lora, merge_encoder_lora
 
 REPO = Path(__file__).resolve().parent.parent
-WEAK = [{"name": "random", "args": {"output_dim": 12, "pool": 2}},
-        {"name": "logmel", "args": {"n_mels": 16, "pool": 4}}]
+WEAK = [
+    {"name": "random", "args": {"output_dim": 12, "pool": 2}},
+    {"name": "logmel", "args": {"n_mels": 16, "pool": 4}},
+]
 RECIPE = {
     "name": "fusion-smoke",
     "model": {"encoder": "logmel", "llm": {"name_or_path": "toy-llama"}},
@@ -47,27 +49,55 @@ CATALOGUE = [
     ("concat", {"encoders": WEAK, "dim": 16}, None, []),
     ("average", {"encoders": WEAK, "dim": 16}, None, []),
     ("gated", {"encoders": WEAK, "dim": 16, "stft": {"n_fft": 512}}, None, ["mean_gate"]),
-    ("moe", {"encoders": WEAK, "dim": 16, "input": "concat", "num_experts": 4, "top_k": 2}, None,
-     ["expert_load", "router_entropy"]),
-    ("moe", {"encoders": WEAK, "dim": 16, "input": "proj", "num_experts": 4, "top_k": 2}, None,
-     ["expert_load", "router_entropy"]),
+    (
+        "moe",
+        {"encoders": WEAK, "dim": 16, "input": "concat", "num_experts": 4, "top_k": 2},
+        None,
+        ["expert_load", "router_entropy"],
+    ),
+    (
+        "moe",
+        {"encoders": WEAK, "dim": 16, "input": "proj", "num_experts": 4, "top_k": 2},
+        None,
+        ["expert_load", "router_entropy"],
+    ),
     ("explicit", {"encoders": WEAK, "dim": 16, "decor_dim": 8}, None, ["mean_gate", "residual_energy"]),
-    ("mowe", {"encoders": WEAK + [{"name": "stft", "args": {"n_fft": 256}}], "weak_dim": 8}, None,
-     ["dep_choice", "indep_choice"]),
+    (
+        "mowe",
+        {"encoders": WEAK + [{"name": "stft", "args": {"n_fft": 256}}], "weak_dim": 8},
+        None,
+        ["dep_choice", "indep_choice"],
+    ),
     ("qformer", {"encoders": WEAK, "dim": 16, "window": 5, "hidden_size": 32, "num_heads": 2}, None, []),
-    ("logmel", {"n_mels": 16, "pool": 4}, {"name": "moe-adapter", "args": {"num_experts": 4, "top_k": 2,
-                                                                           "expert_hidden": 16}}, ["expert_load"]),
+    (
+        "logmel",
+        {"n_mels": 16, "pool": 4},
+        {"name": "moe-adapter", "args": {"num_experts": 4, "top_k": 2, "expert_hidden": 16}},
+        ["expert_load"],
+    ),
 ]
 
 
-@pytest.mark.parametrize("encoder,args,projector,stats", CATALOGUE,
-                         ids=["concat", "average", "gated-stft", "moe-concat", "moe-proj", "explicit", "mowe", "qformer",
-                              "moe-adapter"])
-def test_fusion_trains_and_records_routing(encoder: str, args: dict, projector: dict | None, stats: list[str],
-                                           tmp_path: Path, synthetic_root: Path) -> None:
+@pytest.mark.parametrize(
+    "encoder,args,projector,stats",
+    CATALOGUE,
+    ids=["concat", "average", "gated-stft", "moe-concat", "moe-proj", "explicit", "mowe", "qformer", "moe-adapter"],
+)
+def test_fusion_trains_and_records_routing(
+    encoder: str, args: dict, projector: dict | None, stats: list[str], tmp_path: Path, synthetic_root: Path
+) -> None:
     changes = {"model__projector": projector} if projector else {}
-    result = run(RunRequest(encoder=encoder, train=str(_write_recipe(tmp_path, **changes)), eval="tones",
-                            encoder_args=args, output_dir=tmp_path / "run", limit=16, progress=False))
+    result = run(
+        RunRequest(
+            encoder=encoder,
+            train=str(_write_recipe(tmp_path, **changes)),
+            eval="tones",
+            encoder_args=args,
+            output_dir=tmp_path / "run",
+            limit=16,
+            progress=False,
+        )
+    )
     history = _history(tmp_path / "run")
     assert history[-1]["lm_loss"] < 0.7 * history[0]["lm_loss"]
     aux = {"moe": "aux/moe_balance", "explicit": "aux/recon", "mowe": "aux/mowe"}.get(encoder)
@@ -87,38 +117,78 @@ def test_fusion_trains_and_records_routing(encoder: str, args: dict, projector: 
 
 
 def test_pam_routes_each_prompt_family_to_its_expert(tmp_path: Path, synthetic_root: Path, tiny_whisper: str) -> None:
-    args = {"encoders": [{"name": "whisper", "args": {"model_name": tiny_whisper, "pad_to_30s": False}},
-                         {"name": "whisper", "args": {"model_name": tiny_whisper, "pad_to_30s": False, "pool": 2}}],
-            "dim": 16, "num_routed": 3, "num_fused": 2}
-    recipe = _write_recipe(tmp_path, model__prompt_before_audio=True, model__aux_loss_weights={"pam_task": 1.0},
-                           optim__max_steps=60, optim__lr=1e-2)
-    result = run(RunRequest(encoder="pam", train=str(recipe), eval="synthetic", encoder_args=args,
-                            output_dir=tmp_path / "run", limit=8, progress=False))
+    args = {
+        "encoders": [
+            {"name": "whisper", "args": {"model_name": tiny_whisper, "pad_to_30s": False}},
+            {"name": "whisper", "args": {"model_name": tiny_whisper, "pad_to_30s": False, "pool": 2}},
+        ],
+        "dim": 16,
+        "num_routed": 3,
+        "num_fused": 2,
+    }
+    recipe = _write_recipe(
+        tmp_path,
+        model__prompt_before_audio=True,
+        model__aux_loss_weights={"pam_task": 1.0},
+        optim__max_steps=60,
+        optim__lr=1e-2,
+    )
+    result = run(
+        RunRequest(
+            encoder="pam",
+            train=str(recipe),
+            eval="synthetic",
+            encoder_args=args,
+            output_dir=tmp_path / "run",
+            limit=8,
+            progress=False,
+        )
+    )
     history = _history(tmp_path / "run")
     assert history[-1]["aux/pam_task"] < 0.1 < history[0]["aux/pam_task"]
-    routes = {t["task"]: t["routing"]["front_end"]["per_task"][t["task"]]["routed_expert"] for t in result.record["tasks"]}
+    routes = {
+        t["task"]: t["routing"]["front_end"]["per_task"][t["task"]]["routed_expert"] for t in result.record["tasks"]
+    }
     # tasks in mixture order -> experts 0, 1, 2, every row of a task on its own expert
     assert routes == {"tones": [1.0, 0.0, 0.0], "tone-tags": [0.0, 1.0, 0.0], "tone-captions": [0.0, 0.0, 1.0]}
     layer_weights = result.record["tasks"][0]["routing"]["front_end"]["layer_weights"]
     assert set(layer_weights) == {"shared", "expert_1", "expert_2", "expert_3"}
-    assert len(layer_weights["shared"]) == 2 and len(layer_weights["shared"][0]) == 2 + 2   # 2 encoders x (3 - 1)
+    assert len(layer_weights["shared"]) == 2 and len(layer_weights["shared"][0]) == 2 + 2  # 2 encoders x (3 - 1)
 
 
 IMPLICIT_STAGES = [
-    {"name": "adapt", "train": ["encoder_lora"], "merge": True, "optim": {"max_steps": 12, "lr": 1e-2, "log_steps": 4},
-     "encoder_lora": {"encoder": 1, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}},
+    {
+        "name": "adapt",
+        "train": ["encoder_lora"],
+        "merge": True,
+        "optim": {"max_steps": 12, "lr": 1e-2, "log_steps": 4},
+        "encoder_lora": {"encoder": 1, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+    },
     {"name": "fuse", "train": ["projector", "llm_lora", "front_end"], "optim": {"max_steps": 12, "log_steps": 4}},
 ]
 
 
-def test_implicit_injection_runs_both_stages_merges_and_freezes_encoders(tmp_path: Path, synthetic_root: Path,
-                                                                          tiny_whisper: str) -> None:
-    args = {"encoders": [WEAK[1], {"name": "whisper", "args": {"model_name": tiny_whisper, "pad_to_30s": False,
-                                                                "pool": 2}}], "dim": 16}
+def test_implicit_injection_runs_both_stages_merges_and_freezes_encoders(
+    tmp_path: Path, synthetic_root: Path, tiny_whisper: str
+) -> None:
+    args = {
+        "encoders": [
+            WEAK[1],
+            {"name": "whisper", "args": {"model_name": tiny_whisper, "pad_to_30s": False, "pool": 2}},
+        ],
+        "dim": 16,
+    }
     recipe = _write_recipe(tmp_path)
-    request = RunRequest(encoder="gated", train=str(recipe), eval="tones", encoder_args=args,
-                         overrides=[f"stages={json.dumps(IMPLICIT_STAGES)}"], output_dir=tmp_path / "run", limit=8,
-                         progress=False)
+    request = RunRequest(
+        encoder="gated",
+        train=str(recipe),
+        eval="tones",
+        encoder_args=args,
+        overrides=[f"stages={json.dumps(IMPLICIT_STAGES)}"],
+        output_dir=tmp_path / "run",
+        limit=8,
+        progress=False,
+    )
     result = run(request)
     assert [s["name"] for s in result.record["train"]["stages"]] == ["adapt", "fuse"]
     adapt = load_file(str(tmp_path / "run/stages/adapt/final/trainable.safetensors"))
@@ -135,7 +205,7 @@ def test_implicit_injection_runs_both_stages_merges_and_freezes_encoders(tmp_pat
     merge_encoder_lora(merged_model, plan.recipe.stages[0].encoder_lora)
     after_stage1 = merged_model.encoder.encoders[1].state_dict()
     assert not any("lora" in name for name, _ in merged_model.encoder.encoders[1].named_modules())
-    assert any(not torch.equal(after_stage1[k], pristine[k]) for k in pristine)      # stage 1 adapted it
+    assert any(not torch.equal(after_stage1[k], pristine[k]) for k in pristine)  # stage 1 adapted it
 
     # The run's final model (replayed from its stage weights) equals the stage-1 merge: stage 2
     # changed no encoder weight.
@@ -149,21 +219,34 @@ def test_implicit_injection_runs_both_stages_merges_and_freezes_encoders(tmp_pat
 
 FUSION_RECIPES = sorted((REPO / "recipes" / "fusion").glob("*.yaml"))
 STAND_INS = {
-    "pam": ["model.encoder_args.encoders=[{name: whisper, args: {model_name: TINY, pad_to_30s: false}}, "
-            "{name: whisper, args: {model_name: TINY, pad_to_30s: false, pool: 2}}]", "model.encoder_args.dim=16"],
-    "mowe": ["model.encoder_args.encoders=[{name: random, args: {output_dim: 12, pool: 2}}, "
-             "{name: logmel, args: {n_mels: 16, pool: 4}}, {name: stft, args: {n_fft: 256}}]",
-             "model.encoder_args.weak_dim=8"],
+    "pam": [
+        "model.encoder_args.encoders=[{name: whisper, args: {model_name: TINY, pad_to_30s: false}}, "
+        "{name: whisper, args: {model_name: TINY, pad_to_30s: false, pool: 2}}]",
+        "model.encoder_args.dim=16",
+    ],
+    "mowe": [
+        "model.encoder_args.encoders=[{name: random, args: {output_dim: 12, pool: 2}}, "
+        "{name: logmel, args: {n_mels: 16, pool: 4}}, {name: stft, args: {n_fft: 256}}]",
+        "model.encoder_args.weak_dim=8",
+    ],
 }
 
 
 @pytest.mark.parametrize("path", FUSION_RECIPES, ids=[p.stem for p in FUSION_RECIPES])
-def test_shipped_fusion_recipe_runs_through_the_cli_with_tiny_stand_ins(path: Path, tmp_path: Path,
-                                                                        synthetic_root: Path, tiny_whisper: str,
-                                                                        capsys: pytest.CaptureFixture) -> None:
-    sets = [s.replace("TINY", tiny_whisper) for s in STAND_INS.get(path.stem, [
-        "model.encoder_args.encoders=[{name: random, args: {output_dim: 12, pool: 2}}, "
-        "{name: whisper, args: {model_name: TINY, pad_to_30s: false, pool: 2}}]", "model.encoder_args.dim=16"])]
+def test_shipped_fusion_recipe_runs_through_the_cli_with_tiny_stand_ins(
+    path: Path, tmp_path: Path, synthetic_root: Path, tiny_whisper: str, capsys: pytest.CaptureFixture
+) -> None:
+    sets = [
+        s.replace("TINY", tiny_whisper)
+        for s in STAND_INS.get(
+            path.stem,
+            [
+                "model.encoder_args.encoders=[{name: random, args: {output_dim: 12, pool: 2}}, "
+                "{name: whisper, args: {model_name: TINY, pad_to_30s: false, pool: 2}}]",
+                "model.encoder_args.dim=16",
+            ],
+        )
+    ]
     sets += ["model.llm.name_or_path=toy-llama", "optim.warmup_steps=1", "model.encoder_args.stft.n_fft=512"]
     if "stft" not in path.read_text():
         sets.pop()
@@ -172,14 +255,32 @@ def test_shipped_fusion_recipe_runs_through_the_cli_with_tiny_stand_ins(path: Pa
     if path.stem == "qformer":
         sets += ["model.encoder_args.hidden_size=16", "model.encoder_args.num_heads=2", "model.encoder_args.window=5"]
     args = [f"--set={s}" for s in sets]
-    assert main(["run", str(path), str(_write_recipe(tmp_path)), "tones", "--max-steps", "2", "--limit", "4",
-                 "--output-dir", str(tmp_path / "run"), "--no-progress", *args]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(path),
+                str(_write_recipe(tmp_path)),
+                "tones",
+                "--max-steps",
+                "2",
+                "--limit",
+                "4",
+                "--output-dir",
+                str(tmp_path / "run"),
+                "--no-progress",
+                *args,
+            ]
+        )
+        == 0
+    )
     record = json.loads((tmp_path / "run" / "result.json").read_text())
     assert record["system"]["name"] == path.stem and record["tasks"][0]["rows"] == 4
     # Against the official suite the same command gets as far as the data, and says how to fetch it.
     with pytest.raises(Exception, match="fetch-data"):
-        plan_run(RunRequest(encoder=str(path), train="task1", eval="task1", overrides=sets,
-                            output_dir=tmp_path / "task1"))
+        plan_run(
+            RunRequest(encoder=str(path), train="task1", eval="task1", overrides=sets, output_dir=tmp_path / "task1")
+        )
 
 
 def test_front_end_file_needs_a_model_encoder(tmp_path: Path) -> None:

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate import Accelerator
+from shard_helpers import padded_features
 
 from xares_fusion.config import OptimSpec
-from xares_fusion.fusion import FusionContext, Stream
+from xares_fusion.frontend import FusionContext, Stream
 from xares_fusion.model import AudioLLM
-from xares_fusion.projectors import LinearProjector
+from xares_fusion.projectors import LinearProjector, build_projector
+from xares_fusion.stages import set_trainable
 from xares_fusion.tokens import prompt_ids, target_ids
-
-from shard_helpers import padded_features
 from xares_fusion.train import _param_groups, is_complete, train
 
 
@@ -42,7 +42,7 @@ def test_rows_are_contiguous_and_loss_only_on_targets(model: AudioLLM) -> None:
         assert target_tokens[-1] == tok.eos_token_id
         assert rows[i].shape[0] == frames + len(prompt) + len(target_tokens)  # no padding inside a row
         assert labels[i] == [-100] * (frames + len(prompt)) + target_tokens
-        assert torch.equal(rows[i][:frames], embeds[i, :frames])              # valid audio frames first
+        assert torch.equal(rows[i][:frames], embeds[i, :frames])  # valid audio frames first
 
 
 def _features(seconds: list[float], dim: int = 80, rate: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,12 +70,16 @@ def test_answer_is_the_same_alone_and_in_a_batch_of_longer_clips(model: AudioLLM
     for penalty in (1.0, 3.0):
         kwargs = {"max_new_tokens": 12, "repetition_penalty": penalty}
         batched = model.generate(None, None, prompts, streams=[Stream(features, mask)], **kwargs)
-        alone = [model.generate(None, None, prompts[:1], streams=[Stream(features[i:i + 1, :n], mask[i:i + 1, :n])],
-                                **kwargs)[0] for i, n in enumerate([60, 250, 400])]
+        alone = [
+            model.generate(
+                None, None, prompts[:1], streams=[Stream(features[i : i + 1, :n], mask[i : i + 1, :n])], **kwargs
+            )[0]
+            for i, n in enumerate([60, 250, 400])
+        ]
         assert batched == alone and alone[0] != ""
         if penalty == 1.0:
             unpenalised = alone
-    assert alone != unpenalised         # the penalty did act
+    assert alone != unpenalised  # the penalty did act
 
 
 def test_packed_batch_loss_is_the_token_weighted_mean_of_row_losses(model: AudioLLM) -> None:
@@ -84,8 +88,10 @@ def test_packed_batch_loss_is_the_token_weighted_mean_of_row_losses(model: Audio
     features, mask = _features([0.6, 2.0])
     targets = ["low", "high then mid"]
     batch = model(None, None, ["Describe."] * 2, targets, streams=[Stream(features, mask)])
-    rows = [model(None, None, ["Describe."], [targets[i]], streams=[Stream(features[i:i + 1, :n], mask[i:i + 1, :n])])
-            for i, n in enumerate([60, 200])]
+    rows = [
+        model(None, None, ["Describe."], [targets[i]], streams=[Stream(features[i : i + 1, :n], mask[i : i + 1, :n])])
+        for i, n in enumerate([60, 200])
+    ]
     weighted = sum(r.lm_loss * r.num_target_tokens for r in rows) / sum(r.num_target_tokens for r in rows)
     assert batch.num_target_tokens == sum(r.num_target_tokens for r in rows)
     assert batch.lm_loss.item() == pytest.approx(weighted.item(), rel=1e-5)
@@ -102,8 +108,16 @@ class _AuxProjector(LinearProjector):
 
 def _batches(seconds: list[float]):
     audio, mask = _clips(seconds)
-    return cycle([{"audio": audio, "audio_mask": mask, "prompts": ["Classify."] * len(seconds),
-                   "targets": ["low", "high"][:len(seconds)]}])
+    return cycle(
+        [
+            {
+                "audio": audio,
+                "audio_mask": mask,
+                "prompts": ["Classify."] * len(seconds),
+                "targets": ["low", "high"][: len(seconds)],
+            }
+        ]
+    )
 
 
 def test_training_adds_weighted_aux_losses_and_keeps_base_weights(model: AudioLLM, tmp_path: Path) -> None:
@@ -112,8 +126,15 @@ def test_training_adds_weighted_aux_losses_and_keeps_base_weights(model: AudioLL
     trainable_before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     assert all("lora_" in n or n.startswith("projector.") for n in trainable_before)
     optim = OptimSpec(max_steps=6, lr=1e-2, warmup_steps=0, log_steps=1, save_steps=3, batch_size=2)
-    summary = train(model, _batches([0.5, 0.8]), optim, tmp_path, Accelerator(cpu=True),
-                    aux_loss_weights={"energy": 0.5}, progress=False)
+    summary = train(
+        model,
+        _batches([0.5, 0.8]),
+        optim,
+        tmp_path,
+        Accelerator(cpu=True),
+        aux_loss_weights={"energy": 0.5},
+        progress=False,
+    )
     for entry in summary.loss_history:
         assert entry["loss"] == pytest.approx(entry["lm_loss"] + 0.5 * entry["aux/energy"], rel=1e-5)
     assert summary.loss_history[-1]["lm_loss"] < summary.loss_history[0]["lm_loss"]
@@ -132,7 +153,9 @@ def test_param_groups_decay_and_projector_learning_rate(model: AudioLLM) -> None
         projector = all(n.startswith("projector.") for n in names)
         assert projector or not any(n.startswith("projector.") for n in names)
         assert group["lr"] == pytest.approx(1e-2 if projector else 1e-3)
-        assert group["weight_decay"] == (0.01 if all(dict(model.named_parameters())[n].ndim >= 2 for n in names) else 0.0)
+        assert group["weight_decay"] == (
+            0.01 if all(dict(model.named_parameters())[n].ndim >= 2 for n in names) else 0.0
+        )
     assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in model.parameters())
 
 
@@ -141,11 +164,37 @@ def test_prompt_before_audio_puts_the_prompt_first(model: AudioLLM) -> None:
     embeds, emask, _ = model.embed_audio([Stream(features, mask)], None, None, FusionContext())
     model.prompt_before_audio = True
     try:
-        rows, labels = model._rows(embeds, emask, prompt_ids(model.tokenizer, ["Classify."]),
-                                   target_ids(model.tokenizer, ["low"]))
+        rows, labels = model._rows(
+            embeds, emask, prompt_ids(model.tokenizer, ["Classify."]), target_ids(model.tokenizer, ["low"])
+        )
     finally:
         model.prompt_before_audio = False
     prompt = model.tokenizer("Classify.")["input_ids"]
     frames = int(mask.sum())
-    torch.testing.assert_close(rows[0][len(prompt):len(prompt) + frames], embeds[0, :frames])
-    assert labels[0][:frames + len(prompt)] == [-100] * (frames + len(prompt))
+    torch.testing.assert_close(rows[0][len(prompt) : len(prompt) + frames], embeds[0, :frames])
+    assert labels[0][: frames + len(prompt)] == [-100] * (frames + len(prompt))
+
+
+def test_default_aux_weights_merge_front_end_and_projector(model: AudioLLM) -> None:
+    assert model.default_aux_weights() == {} and model.routing_stats() == {}
+    model.projector = build_projector(
+        "moe-adapter",
+        model.encoder.output_dim,
+        model.llm.config.hidden_size,
+        {"num_experts": 2, "top_k": 1, "expert_hidden": 8},
+    )
+    assert model.default_aux_weights() == {"moe_adapter_balance": 1e-2}
+    assert model.routing_stats() == {"projector": {"per_task": {}}}
+
+
+def test_trainable_parts_are_the_modules_weights(model: AudioLLM) -> None:
+    for part, expected in (
+        ("llm_lora", lambda n: n.startswith("llm.") and "lora_" in n),
+        ("projector", lambda n: n.startswith("projector.")),
+        ("front_end", lambda n: False),
+    ):  # a frozen single encoder
+        count = set_trainable(model, [part])
+        assert {n for n, p in model.named_parameters() if p.requires_grad} == {
+            n for n, _ in model.named_parameters() if expected(n)
+        }
+        assert count == sum(p.numel() for n, p in model.named_parameters() if expected(n))

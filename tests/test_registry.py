@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch
 from xares_fusion.encoders import build_encoder
 from xares_fusion.registry import ENCODERS, RegistryError, register_encoder, resolve_encoder_factory
 
-XARES_STYLE = textwrap.dedent('''
+XARES_STYLE = textwrap.dedent("""
     import torch
 
 
@@ -23,7 +24,7 @@ XARES_STYLE = textwrap.dedent('''
 
         def forward(self, audio, audio_attention_mask=None):
             return torch.zeros(len(audio), 10, self.output_dim), None
-''')
+""")
 
 
 def test_builtin_and_decorator() -> None:
@@ -44,6 +45,20 @@ def test_xares_llm_encoder_file_loads_unchanged(tmp_path: Path) -> None:
     path.write_text(XARES_STYLE)
     encoder = build_encoder(str(path))
     assert type(encoder).__name__ == "DummyEncoder" and encoder.output_dim == 256
+
+
+def test_registering_file_resolves_twice_to_the_same_class(tmp_path: Path) -> None:
+    """A file loaded by path once per use (bench builds one model per mode) is executed only once,
+    so its ``@register_encoder`` does not find its own name taken."""
+    path = tmp_path / "registering.py"
+    decorated = XARES_STYLE.replace("class DummyEncoder", "@register_encoder('test-file-encoder')\nclass DummyEncoder")
+    path.write_text("from xares_fusion.registry import register_encoder\n" + decorated)
+    try:
+        first = resolve_encoder_factory(str(path))
+        assert resolve_encoder_factory(str(path)) is first
+        assert ENCODERS.get("test-file-encoder") is first
+    finally:
+        ENCODERS._items.pop("test-file-encoder", None)
 
 
 def test_file_with_class_and_ambiguous_file(tmp_path: Path) -> None:
@@ -82,3 +97,13 @@ def test_entry_point_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert "plugin-enc" in ENCODERS.names()
     assert type(build_encoder("plugin-enc")).__name__ == "PluginEncoder"
     sys.modules.pop("myplugin", None)
+
+
+def test_builtins_and_fusions_resolve_from_the_registry_alone() -> None:
+    """The encoder registry imports the packages that register the built-ins on its first lookup."""
+    code = (
+        "from xares_fusion.registry import ENCODERS, resolve_encoder_factory; "
+        "assert resolve_encoder_factory('gated').__name__ == 'GatedFusion'; "
+        "assert {'logmel', 'pam', 'mowe'} <= set(ENCODERS.names())"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

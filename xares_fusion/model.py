@@ -12,21 +12,23 @@ positions from the attention mask -- which is what the official generation compu
 masked middle padding -- so a clip gets the same answer alone or inside a batch of longer clips.
 
 This module knows no files and no CLI: it receives built modules and batches of tensors/strings.
+It sees the audio front end only through :class:`~xares_fusion.frontend.FrontEnd` and the
+projector only through :class:`~xares_fusion.projectors.Projector`.
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
+from peft import PeftModel
 from transformers import LogitsProcessorList, PreTrainedTokenizerBase, RepetitionPenaltyLogitsProcessor
 
-from .fusion import FusionContext, Stream
+from .config.vocabulary import AUDIO_LAYOUTS, FROZEN_ENCODER_MODES
+from .encoders.contract import as_front_end
+from .frontend import FrontEnd, FusionContext, Stream
+from .projectors import Projector
 from .tokens import prompt_ids, target_ids
-
-AUDIO_LAYOUTS = ("official", "packed")
-FROZEN_ENCODER_MODES = ("train", "eval")
 
 
 @dataclass
@@ -39,13 +41,28 @@ class LALMOutput:
 
 
 class AudioLLM(torch.nn.Module):
-    """Audio front-end + projector + decoder-only LLM (already LoRA-wrapped and frozen)."""
+    """Audio front-end + projector + decoder-only LLM (already LoRA-wrapped and frozen).
 
-    def __init__(self, encoder: torch.nn.Module, projector: torch.nn.Module, llm: torch.nn.Module,
-                 tokenizer: PreTrainedTokenizerBase, prompt_before_audio: bool = False,
-                 task_vocab: list[str] | None = None, audio_layout: str = "official",
-                 frozen_encoder_mode: str = "train") -> None:
-        """``audio_layout``: "official" or "packed" (see the module docstring).
+    ``encoder`` keeps the front end's weights (parameter names ``encoder.*``, as checkpoints and
+    final weights store them); ``front_end`` is its interface: the same module for a fusion, an
+    adapter around it for a plain contract encoder.
+    """
+
+    front_end: FrontEnd
+
+    def __init__(
+        self,
+        encoder: torch.nn.Module,
+        projector: Projector,
+        llm: PeftModel,
+        tokenizer: PreTrainedTokenizerBase,
+        prompt_before_audio: bool = False,
+        task_vocab: list[str] | None = None,
+        audio_layout: str = "official",
+        frozen_encoder_mode: str = "train",
+    ) -> None:
+        """``encoder``: a fusion or any module that follows the encoder contract.
+        ``audio_layout``: "official" or "packed" (see the module docstring).
         ``frozen_encoder_mode``: the mode a frozen single encoder runs in while the model trains.
         "train" is the official behaviour: its freeze loop sets ``param._requires_grad`` (a typo)
         and the Trainer's ``model.train()`` reaches the encoder, so its dropout, layer drop and
@@ -56,7 +73,7 @@ class AudioLLM(torch.nn.Module):
             raise ValueError(f"audio_layout must be one of {AUDIO_LAYOUTS}, got {audio_layout!r}")
         if frozen_encoder_mode not in FROZEN_ENCODER_MODES:
             raise ValueError(f"frozen_encoder_mode must be one of {FROZEN_ENCODER_MODES}, got {frozen_encoder_mode!r}")
-        self.encoder = encoder
+        self.encoder = encoder  # also sets `front_end` (see __setattr__)
         self.projector = projector
         self.llm = llm
         self.tokenizer = tokenizer
@@ -64,90 +81,108 @@ class AudioLLM(torch.nn.Module):
         self.audio_layout = audio_layout
         self.frozen_encoder_mode = frozen_encoder_mode
         self.task_vocab = list(task_vocab or [])
-        self.is_fusion = hasattr(encoder, "encode_streams")
         self.feature_cache = None  # a FeatureCache, set by the runner when the recipe asks for one
-        if not getattr(encoder, "trainable", False):
+        if not self.front_end.trainable:
             self.encoder.requires_grad_(False)
-        if getattr(encoder, "needs_prompt_state", False):
-            encoder.bind_prompt_dim(llm.config.hidden_size)
+        if self.front_end.needs_prompt_state:
+            self.front_end.bind_prompt_dim(llm.config.hidden_size)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        super().__setattr__(name, value)
+        if name == "encoder":
+            # Not a submodule: for a fusion it is `encoder` itself, and registering it twice would
+            # duplicate every state-dict entry; an adapter holds no weights of its own. Derived on
+            # every assignment, so replacing the encoder (tests, stages) replaces its interface.
+            object.__setattr__(self, "front_end", as_front_end(value))
+
+    @property
+    def is_fusion(self) -> bool:
+        """True when the front end combines sub-encoders (a fusion)."""
+        return len(self.front_end.sub_encoders()) > 0
 
     # -- audio path -------------------------------------------------------------------------
-    def encode(self, audio: torch.Tensor, audio_mask: torch.Tensor | None,
-               cacheable: list[bool] | None = None) -> list[Stream | None]:
-        """The frozen step: every frozen encoder's output, run in eval mode without gradients, or
-        read from the feature cache (``cacheable`` marks the rows it may serve). A fusion gives
-        one stream per sub-encoder; a trainable encoder gives None (it runs with gradients in
-        :meth:`embed_audio`)."""
-        if self.is_fusion:
-            return self.encoder.encode_streams(audio, audio_mask, self.feature_cache, cacheable)
-        if getattr(self.encoder, "trainable", False):
-            return [None]
-        if self.feature_cache is not None:
-            return [self.feature_cache.encode(self.encoder, audio, audio_mask, cacheable)]
-        self.encoder.train(self.training and self.frozen_encoder_mode == "train")
-        with torch.no_grad():
-            features, mask = self.encoder(audio, audio_mask)
-        if mask is None:
-            mask = torch.ones(features.shape[:2], dtype=torch.long, device=features.device)
-        return [Stream(features.detach(), mask.long(), getattr(self.encoder, "frame_rate", None))]
+    def encode(
+        self, audio: torch.Tensor, audio_mask: torch.Tensor | None, cacheable: list[bool] | None = None
+    ) -> list[Stream | None]:
+        """The frozen step: every frozen encoder's output, run without gradients, or read from the
+        feature cache (``cacheable`` marks the rows it may serve). A fusion gives one stream per
+        sub-encoder; a trainable encoder gives None (it runs with gradients in :meth:`embed_audio`).
+        A single frozen encoder runs in the mode ``frozen_encoder_mode`` says while the model
+        trains, in eval mode otherwise."""
+        train_mode = self.training and self.frozen_encoder_mode == "train"
+        return self.front_end.encode_streams(audio, audio_mask, self.feature_cache, cacheable, train_mode)
 
-    def embed_audio(self, streams: list[Stream | None], audio: torch.Tensor | None, audio_mask: torch.Tensor | None,
-                    context: FusionContext) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    def embed_audio(
+        self,
+        streams: list[Stream | None],
+        audio: torch.Tensor | None,
+        audio_mask: torch.Tensor | None,
+        context: FusionContext,
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Trainable part of the audio path: fusion (if any) and projector, with their named
         auxiliary losses."""
-        if self.is_fusion:
-            features, mask = self.encoder.fuse(streams, audio, audio_mask, context)
-        elif streams[0] is None:
-            features, mask = self.encoder(audio, audio_mask)
-        else:
-            features, mask = streams[0].features, streams[0].mask
+        features, mask = self.front_end.fuse(streams, audio, audio_mask, context)
         param = next(self.projector.parameters(), None)
         if param is not None:
             features = features.to(param.dtype)
-        if getattr(self.projector, "uses_context", False):
+        if self.projector.uses_context:
             embeds, mask = self.projector(features, mask, context)
         else:
             embeds, mask = self.projector(features, mask)
-        aux = {**(getattr(self.encoder, "aux_losses", None) or {}), **(getattr(self.projector, "aux_losses", None) or {})}
-        return embeds, mask.long(), aux
+        return embeds, mask.long(), {**self.front_end.aux_losses, **self.projector.aux_losses}
 
     def _context(self, prompts: list[str], tasks: list[str] | None) -> FusionContext:
         """Task names and, for fusions that route on the prompt (PaM), the LLM's last-layer hidden
-        states of each prompt averaged over its tokens (seed 002 eq. 7 feeds "the last hidden
-        states of the prompt" to an FFN; the mean keeps prompts that end alike apart). They come
-        from the base LLM with its LoRA adapters switched off, without gradients: a prompt's
-        route then does not drift while the adapters train."""
+        states of each prompt averaged over its tokens (PaM eq. 7 feeds "the last hidden states
+        of the prompt" to an FFN; the mean keeps prompts that end alike apart). They come from
+        the base LLM with its LoRA adapters switched off, without gradients: a prompt's route
+        then does not drift while the adapters train."""
         states = None
-        if getattr(self.encoder, "needs_prompt_state", False):
+        if self.front_end.needs_prompt_state:
             ids = prompt_ids(self.tokenizer, prompts)
             device = self.llm.get_input_embeddings().weight.device
             rows = [self._token_embeddings(row, device) for row in ids]
             embeds, attention, positions = self._pad(rows, left=False)
-            adapters_off = self.llm.disable_adapter() if hasattr(self.llm, "disable_adapter") else nullcontext()
-            with torch.no_grad(), adapters_off:
-                hidden = self.llm(inputs_embeds=embeds, attention_mask=attention, position_ids=positions,
-                                  output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
+            with torch.no_grad(), self.llm.disable_adapter():
+                hidden = self.llm(
+                    inputs_embeds=embeds,
+                    attention_mask=attention,
+                    position_ids=positions,
+                    output_hidden_states=True,
+                    logits_to_keep=1,
+                ).hidden_states[-1]
             weights = attention[..., None].to(hidden.dtype)
             states = ((hidden * weights).sum(1) / weights.sum(1)).float()
         return FusionContext(tasks=tasks, prompt_states=states, task_vocab=self.task_vocab)
 
     def routing_stats(self) -> dict[str, dict]:
-        """Routing/gating statistics of the front-end and projector since the last reset."""
-        return {part: module.routing_stats() for part, module in (("front_end", self.encoder), ("projector", self.projector))
-                if hasattr(module, "routing_stats")}
+        """Routing/gating statistics of the front-end and projector since the last reset (the
+        parts that keep none are left out)."""
+        stats = {"front_end": self.front_end.routing_stats(), "projector": self.projector.routing_stats()}
+        return {part: part_stats for part, part_stats in stats.items() if part_stats is not None}
 
     def reset_routing_stats(self) -> None:
-        for module in (self.encoder, self.projector):
-            if hasattr(module, "reset_stats"):
-                module.reset_stats()
+        """Forget the routing statistics of the front-end and projector."""
+        self.front_end.reset_stats()
+        self.projector.reset_stats()
+
+    def default_aux_weights(self) -> dict[str, float]:
+        """The papers' weight of every auxiliary loss the front-end and projector produce (the
+        projector's win on a shared name; a recipe's ``model.aux_loss_weights`` wins over both)."""
+        return {**self.front_end.default_aux_weights, **self.projector.default_aux_weights}
 
     # -- text path --------------------------------------------------------------------------
     def _token_embeddings(self, ids: list[int], device: torch.device) -> torch.Tensor:
         table = self.llm.get_input_embeddings()
         return table(torch.tensor(ids, dtype=torch.long, device=device))
 
-    def _rows(self, audio_embeds: torch.Tensor, audio_mask: torch.Tensor, prompt_tokens: list[list[int]],
-              target_tokens: list[list[int]]) -> tuple[list[torch.Tensor], list[list[int]]]:
+    def _rows(
+        self,
+        audio_embeds: torch.Tensor,
+        audio_mask: torch.Tensor,
+        prompt_tokens: list[list[int]],
+        target_tokens: list[list[int]],
+    ) -> tuple[list[torch.Tensor], list[list[int]]]:
         """Contiguous rows [valid audio][prompt][target] (prompt first for prompt-routed
         fusions) and their label ids."""
         rows, labels = [], []
@@ -160,8 +195,9 @@ class AudioLLM(torch.nn.Module):
             labels.append([-100] * (audio_part.shape[0] + len(prompt_tokens[i])) + target_tokens[i])
         return rows, labels
 
-    def _training_sequence(self, audio_embeds: torch.Tensor, audio_mask: torch.Tensor, prompts: list[str],
-                           targets: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[list[int]]]:
+    def _training_sequence(
+        self, audio_embeds: torch.Tensor, audio_mask: torch.Tensor, prompts: list[str], targets: list[str]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[list[int]]]:
         """Embeddings, attention mask, position ids and per-row labels of a training batch."""
         p_ids, t_ids = prompt_ids(self.tokenizer, prompts), target_ids(self.tokenizer, targets)
         if self.audio_layout == "packed" or self.prompt_before_audio:
@@ -169,8 +205,9 @@ class AudioLLM(torch.nn.Module):
             embeds, attention, positions = self._pad(rows, left=False)
             return embeds, attention, positions, labels
         # Official: [audio block, padded to the batch's longest clip][prompt + target, right-padded].
-        text_rows = [self._token_embeddings(p + t, audio_embeds.device).to(audio_embeds.dtype)
-                     for p, t in zip(p_ids, t_ids)]
+        text_rows = [
+            self._token_embeddings(p + t, audio_embeds.device).to(audio_embeds.dtype) for p, t in zip(p_ids, t_ids)
+        ]
         text, text_mask, _ = self._pad(text_rows, left=False)
         embeds = torch.cat([audio_embeds, text], dim=1)
         attention = torch.cat([audio_mask.to(text_mask.dtype), text_mask], dim=1)
@@ -192,9 +229,16 @@ class AudioLLM(torch.nn.Module):
         return embeds, mask, positions
 
     # -- training and generation ------------------------------------------------------------
-    def forward(self, audio: torch.Tensor | None, audio_mask: torch.Tensor | None, prompts: list[str],
-                targets: list[str], tasks: list[str] | None = None, streams: list[Stream | None] | None = None,
-                cacheable: list[bool] | None = None) -> LALMOutput:
+    def forward(
+        self,
+        audio: torch.Tensor | None,
+        audio_mask: torch.Tensor | None,
+        prompts: list[str],
+        targets: list[str],
+        tasks: list[str] | None = None,
+        streams: list[Stream | None] | None = None,
+        cacheable: list[bool] | None = None,
+    ) -> LALMOutput:
         """Next-token loss on target tokens (+EOS) only. ``streams`` (the output of :meth:`encode`,
         e.g. from a cache) skip the frozen encoders; ``tasks`` name each row's task; ``cacheable``
         marks rows the feature cache may serve (not random crops)."""
@@ -204,30 +248,43 @@ class AudioLLM(torch.nn.Module):
         embeds, attention, positions, labels = self._training_sequence(audio_embeds, embed_mask, prompts, targets)
         label_tensor = torch.full(attention.shape, -100, dtype=torch.long, device=embeds.device)
         for i, row_labels in enumerate(labels):
-            label_tensor[i, :len(row_labels)] = torch.tensor(row_labels, device=embeds.device)
+            label_tensor[i, : len(row_labels)] = torch.tensor(row_labels, device=embeds.device)
         # Position t predicts token t + 1: only positions followed by a target token need logits,
         # so the vocabulary projection runs on those alone (the loss is the same mean over targets).
         next_labels = torch.nn.functional.pad(label_tensor[:, 1:], (0, 1), value=-100)
         keep = (next_labels != -100).any(0).nonzero().squeeze(-1)
-        logits = self.llm(inputs_embeds=embeds, attention_mask=attention, position_ids=positions,
-                          logits_to_keep=keep).logits
+        logits = self.llm(
+            inputs_embeds=embeds, attention_mask=attention, position_ids=positions, logits_to_keep=keep
+        ).logits
         kept_labels = next_labels[:, keep]
-        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), kept_labels.reshape(-1),
-                                                 ignore_index=-100)
+        loss = torch.nn.functional.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), kept_labels.reshape(-1), ignore_index=-100
+        )
         return LALMOutput(lm_loss=loss, aux_losses=aux, num_target_tokens=int((kept_labels != -100).sum()))
 
     @torch.no_grad()
-    def generate(self, audio: torch.Tensor | None, audio_mask: torch.Tensor | None, prompts: list[str],
-                 tasks: list[str] | None = None, streams: list[Stream | None] | None = None,
-                 **generation_kwargs) -> list[str]:
+    def generate(
+        self,
+        audio: torch.Tensor | None,
+        audio_mask: torch.Tensor | None,
+        prompts: list[str],
+        tasks: list[str] | None = None,
+        streams: list[Stream | None] | None = None,
+        **generation_kwargs,
+    ) -> list[str]:
         """Greedy answers for a batch of clips, decoded and stripped."""
         if streams is None:
             streams = self.encode(audio, audio_mask)
         audio_embeds, embed_mask, _ = self.embed_audio(streams, audio, audio_mask, self._context(prompts, tasks))
         rows, _ = self._rows(audio_embeds, embed_mask, prompt_ids(self.tokenizer, prompts), [[] for _ in prompts])
         embeds, attention, _ = self._pad(rows, left=True)
-        kwargs = {"do_sample": False, "num_beams": 1, "pad_token_id": self.tokenizer.pad_token_id,
-                  "eos_token_id": self.tokenizer.eos_token_id, **generation_kwargs}
+        kwargs = {
+            "do_sample": False,
+            "num_beams": 1,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": self.tokenizer.eos_token_id,
+            **generation_kwargs,
+        }
         # With inputs_embeds only, generate() returns just the new tokens; it derives position
         # ids from the left-padded attention mask, matching the training positions. The
         # repetition penalty sees only generated tokens, as in the official pipeline. It is given
@@ -239,7 +296,9 @@ class AudioLLM(torch.nn.Module):
         processors = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
         if penalty is not None and penalty != 1.0:
             processors.append(RepetitionPenaltyLogitsProcessor(penalty))
-        tokens = self.llm.generate(inputs_embeds=embeds, attention_mask=attention, logits_processor=processors, **kwargs)
+        tokens = self.llm.generate(
+            inputs_embeds=embeds, attention_mask=attention, logits_processor=processors, **kwargs
+        )
         return [t.strip() for t in self.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

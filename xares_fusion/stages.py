@@ -1,47 +1,64 @@
 """Multi-stage training: which parts train in a stage, LoRA on a fusion's sub-encoder, merging.
 
-Implicit injection (seed 000 §2.4.1) is the case this serves: stage 1 trains LoRA adapters on one
-encoder with everything else frozen, the adapters are merged into that encoder, and stage 2 trains
-the fusion with both encoders frozen.
+Implicit injection (Dual-Encoder Fusion §2.4.1) is the case this serves: stage 1 trains LoRA
+adapters on one encoder with everything else frozen, the adapters are merged into that encoder,
+and stage 2 trains the fusion with both encoders frozen.
+
+A part is a set of weights named by the module that holds them, never by parameter-name prefix:
+the projector, the LoRA adapters of the LLM, the front end's own trainable weights, and the LoRA
+adapters of a fusion's sub-encoders.
 """
 
 from __future__ import annotations
 
 import torch
 from peft import LoraConfig, get_peft_model
+from peft.tuners.tuners_utils import BaseTunerLayer
 
 from .config import DEFAULT_TRAINABLE, EncoderLoraSpec, StageSpec
 from .model import AudioLLM
 
 
-def part_of(model: AudioLLM, name: str) -> str | None:
-    """The trainable part a parameter belongs to (None: always frozen)."""
-    if name.startswith("projector."):
-        return "projector"
-    if name.startswith("llm."):
-        return "llm_lora" if "lora_" in name else None
-    if name.startswith("encoder."):
-        if model.is_fusion and name.startswith("encoder.encoders."):
-            return "encoder_lora" if "lora_" in name else None
-        if model.is_fusion or getattr(model.encoder, "trainable", False):
-            return "front_end"
-    return None
+def lora_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The LoRA adapter weights inside ``module``: those of the adapter layers that each of
+    peft's tuner layers declares (``adapter_layer_names``), not the wrapped base weights."""
+    return [
+        param
+        for layer in module.modules()
+        if isinstance(layer, BaseTunerLayer)
+        for name in layer.adapter_layer_names
+        for param in getattr(layer, name).parameters()
+    ]
+
+
+def trainable_parts(model: AudioLLM) -> dict[str, list[torch.nn.Parameter]]:
+    """The weights of each part a recipe can train (``TRAINABLE_PARTS``); every other weight
+    stays frozen."""
+    front_end = model.front_end
+    return {
+        "projector": list(model.projector.parameters()),
+        "llm_lora": lora_parameters(model.llm),
+        "front_end": front_end.trainable_parameters(),
+        "encoder_lora": lora_parameters(front_end.sub_encoders()),
+    }
 
 
 def set_trainable(model: AudioLLM, parts: list[str] | tuple[str, ...]) -> int:
     """Freeze every parameter except those of ``parts``; returns the number of trainable values."""
+    weights = trainable_parts(model)
+    chosen = {id(param) for part in parts for param in weights.get(part, [])}
     count = 0
-    for name, param in model.named_parameters():
-        trains = part_of(model, name) in parts
+    for param in model.parameters():
+        trains = id(param) in chosen
         param.requires_grad_(trains)
         count += param.numel() if trains else 0
     return count
 
 
 def _sub_encoders(model: AudioLLM, index: int) -> torch.nn.ModuleList:
-    if not model.is_fusion:
+    encoders = model.front_end.sub_encoders()
+    if not encoders:
         raise ValueError("encoder_lora needs a fusion front-end (it adapts one of its encoders)")
-    encoders = model.encoder.encoders
     if not 0 <= index < len(encoders):
         raise ValueError(f"encoder_lora.encoder={index}, but the fusion has {len(encoders)} encoders")
     return encoders
@@ -50,14 +67,17 @@ def _sub_encoders(model: AudioLLM, index: int) -> torch.nn.ModuleList:
 def attach_encoder_lora(model: AudioLLM, spec: EncoderLoraSpec) -> None:
     """Wrap sub-encoder ``spec.encoder`` with LoRA adapters; it then trains (and is never cached)."""
     encoders = _sub_encoders(model, spec.encoder)
-    config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
-                        target_modules=list(spec.target_modules))
+    config = LoraConfig(
+        r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=list(spec.target_modules)
+    )
     try:
         wrapped = get_peft_model(encoders[spec.encoder], config)
     except ValueError as err:
-        raise ValueError(f"encoder_lora.target_modules={spec.target_modules} match no layer of encoder "
-                         f"{spec.encoder} ({type(encoders[spec.encoder]).__name__}): {err}") from err
-    wrapped.trainable = True
+        raise ValueError(
+            f"encoder_lora.target_modules={spec.target_modules} match no layer of encoder "
+            f"{spec.encoder} ({type(encoders[spec.encoder]).__name__}): {err}"
+        ) from err
+    wrapped.trainable = True  # the contract's flag: the fusion now runs it with gradients, uncached
     encoders[spec.encoder] = wrapped
 
 
@@ -70,4 +90,5 @@ def merge_encoder_lora(model: AudioLLM, spec: EncoderLoraSpec) -> None:
 
 
 def stage_parts(stage: StageSpec | None) -> tuple[str, ...]:
+    """The parts a stage trains (the default parts for a single-stage run)."""
     return tuple(stage.train) if stage is not None else DEFAULT_TRAINABLE

@@ -5,8 +5,13 @@ An encoder is a ``torch.nn.Module`` with an ``output_dim`` attribute and
     forward(audio: [B, S] float, 16 kHz mono, audio_attention_mask: [B, S] | None)
         -> (features: [B, T, D], feature_attention_mask: [B, T] | None)
 
-masks being 1 = keep, 0 = padding, and ``D == output_dim``. Optional extras, found by attribute:
-``frame_rate`` (frames/s), ``hidden_states`` (all layer outputs of the last call), ``trainable``.
+masks being 1 = keep, 0 = padding, and ``D == output_dim``. Optional extras, declared by attribute
+and read by :func:`declared_extras` alone: ``frame_rate`` (frames/s), ``trainable``,
+``output_hidden_states`` with ``hidden_states`` (all layer outputs of the last call).
+
+Such an encoder reaches the audio LLM through :func:`as_front_end`, and a fusion runs its
+sub-encoders through :func:`frozen_stream` and :func:`run_encoder`: the one implementation of
+"run a frozen encoder into a stream, or read the stream from the feature cache".
 """
 
 from __future__ import annotations
@@ -15,14 +20,15 @@ import inspect
 import json
 import os
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from ..constants import SAMPLE_RATE
+from ..frontend import FrontEnd, FusionContext, Stream, StreamCache
 from ..registry import RegistryError, encoder_display_name, resolve_encoder_factory
 from .whisper_ct2 import OFFLINE_WHISPER
-
-SAMPLE_RATE = 16000
 
 
 class EncoderContractError(ValueError):
@@ -38,7 +44,8 @@ def build_encoder(ref: str, args: dict[str, Any] | None = None) -> torch.nn.Modu
     except TypeError as err:
         raise EncoderContractError(
             f"encoder {ref!r}: constructing it with arguments {json.dumps(args)} failed: {err}. "
-            f"Fix --encoder-args / model.encoder_args to match its __init__.") from err
+            f"Fix --encoder-args / model.encoder_args to match its __init__."
+        ) from err
     except OSError as err:  # from_pretrained of a hub id that is neither cached nor reachable
         raise EncoderContractError(_offline_load_message(ref, err)) from err
 
@@ -49,26 +56,36 @@ def _offline_load_message(ref: str, err: OSError) -> str:
     quoted = re.search(r"'([^'\s]+)'", str(err))  # the first quoted token without spaces
     model = quoted.group(1) if quoted else "its model"
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    why = ("HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache" if offline else
-           "it is not in the local Hugging Face cache and the hub could not be reached (no network?)")
+    why = (
+        "HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache"
+        if offline
+        else "it is not in the local Hugging Face cache and the hub could not be reached (no network?)"
+    )
     offline_copy = next((name for name, source in OFFLINE_WHISPER.items() if source.hub_id == model), None)
-    export = (f"`xares-fusion export-model {offline_copy} DIR` writes it without a hub" if offline_copy else
-              "`xares-fusion export-model NAME DIR` writes one for the models that ship offline")
-    return (f"encoder {ref!r}: could not load {model!r}: {why}. Fix: give a local model directory with "
-            f"--encoder-args '{{\"model_name\": \"DIR\"}}' (the argument your encoder uses for it) -- {export} "
-            f"-- or download it once where the hub is reachable{' (unset HF_HUB_OFFLINE)' if offline else ''} "
-            f"so that it is cached.")
+    export = (
+        f"`xares-fusion export-model {offline_copy} DIR` writes it without a hub"
+        if offline_copy
+        else "`xares-fusion export-model NAME DIR` writes one for the models that ship offline"
+    )
+    return (
+        f"encoder {ref!r}: could not load {model!r}: {why}. Fix: give a local model directory with "
+        f'--encoder-args \'{{"model_name": "DIR"}}\' (the argument your encoder uses for it) -- {export} '
+        f"-- or download it once where the hub is reachable{' (unset HF_HUB_OFFLINE)' if offline else ''} "
+        f"so that it is cached."
+    )
 
 
 def _check_static(encoder: Any, name: str) -> None:
     if not isinstance(encoder, torch.nn.Module):
         raise EncoderContractError(
             f"{name}: is a {type(encoder).__name__}, not a torch.nn.Module. "
-            f"Fix: subclass torch.nn.Module and call super().__init__() in __init__.")
+            f"Fix: subclass torch.nn.Module and call super().__init__() in __init__."
+        )
     dim = getattr(encoder, "output_dim", None)
     if dim is None:
         raise EncoderContractError(
-            f"{name}: has no attribute 'output_dim'. Fix: set self.output_dim = <feature size D> in __init__.")
+            f"{name}: has no attribute 'output_dim'. Fix: set self.output_dim = <feature size D> in __init__."
+        )
     if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
         raise EncoderContractError(f"{name}: output_dim must be a positive int, got {dim!r}.")
     try:
@@ -76,7 +93,8 @@ def _check_static(encoder: Any, name: str) -> None:
     except TypeError as err:
         raise EncoderContractError(
             f"{name}: forward{inspect.signature(encoder.forward)} does not take (audio, audio_attention_mask). "
-            f"Fix: define 'def forward(self, audio, audio_attention_mask=None)'.") from err
+            f"Fix: define 'def forward(self, audio, audio_attention_mask=None)'."
+        ) from err
 
 
 def check_output(name: str, encoder: torch.nn.Module, output: Any, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,7 +102,8 @@ def check_output(name: str, encoder: torch.nn.Module, output: Any, batch: int) -
     if not (isinstance(output, (tuple, list)) and len(output) == 2):
         raise EncoderContractError(
             f"{name}: forward returned {type(output).__name__}, expected a pair (features, mask). "
-            f"Fix: 'return features, mask' (mask may be None).")
+            f"Fix: 'return features, mask' (mask may be None)."
+        )
     features, mask = output
     if not isinstance(features, torch.Tensor):
         raise EncoderContractError(f"{name}: features are a {type(features).__name__}, not a torch.Tensor.")
@@ -92,16 +111,19 @@ def check_output(name: str, encoder: torch.nn.Module, output: Any, batch: int) -
         raise EncoderContractError(
             f"{name}: features have shape {tuple(features.shape)} (rank {features.dim()}); expected rank 3 "
             f"[batch, frames, dim]. Fix: return last_hidden_state-like [B, T, D] (unsqueeze a frame axis "
-            f"for clip-level embeddings).")
+            f"for clip-level embeddings)."
+        )
     b, t, d = features.shape
     if b != batch:
         raise EncoderContractError(
             f"{name}: got a batch of {batch} clips but returned features for {b}. Fix: keep the batch "
-            f"axis first and process every clip.")
+            f"axis first and process every clip."
+        )
     if d != encoder.output_dim:
         raise EncoderContractError(
             f"{name}: features have D={d} but output_dim={encoder.output_dim}. Fix: set output_dim to {d} "
-            f"or project the features to output_dim.")
+            f"or project the features to output_dim."
+        )
     if t < 1:
         raise EncoderContractError(f"{name}: returned zero frames for a batch of 1-2 s clips.")
     if mask is None:
@@ -115,19 +137,25 @@ def check_output(name: str, encoder: torch.nn.Module, output: Any, batch: int) -
             f"{name}: mask has {entries} entries but the features have {t} frames (mask shape "
             f"{tuple(mask.shape)}, expected [{b}, {t}])"
             + (": it looks like the sample-level audio_attention_mask passed through" if looks_like_input else "")
-            + f". Fix: return None (every frame valid) or a frame-level [B, T] mask, 1 = valid frame, "
-            f"e.g. from each clip's length in frames (the official checker lets this through and "
-            f"training fails later).")
+            + ". Fix: return None (every frame valid) or a frame-level [B, T] mask, 1 = valid frame, "
+            "e.g. from each clip's length in frames (the official checker lets this through and "
+            "training fails later)."
+        )
     if not torch.isfinite(features).all():
         bad = (~torch.isfinite(features)).sum().item()
         raise EncoderContractError(
             f"{name}: features contain {bad} NaN/Inf values. Fix: check for log(0), division by zero, or "
-            f"half precision overflow (keep feature front-ends in fp32).")
+            f"half precision overflow (keep feature front-ends in fp32)."
+        )
     return features, mask
 
 
-def check_encoder(ref: str, args: dict[str, Any] | None = None, seconds: tuple[float, float] = (1.0, 2.0),
-                  encoder: torch.nn.Module | None = None) -> dict[str, Any]:
+def check_encoder(
+    ref: str,
+    args: dict[str, Any] | None = None,
+    seconds: tuple[float, float] = (1.0, 2.0),
+    encoder: torch.nn.Module | None = None,
+) -> dict[str, Any]:
     """Build (unless given) and run an encoder once on a padded batch; raise on any contract breach.
 
     Returns a summary: output_dim, frames per clip, frame rate (declared and measured).
@@ -153,10 +181,115 @@ def check_encoder(ref: str, args: dict[str, Any] | None = None, seconds: tuple[f
         except Exception as err:
             raise EncoderContractError(
                 f"{name}: forward failed on a batch of {len(lengths)} clips {list(seconds)} s "
-                f"(audio [B, S] float32 at 16 kHz, mask [B, S]): {type(err).__name__}: {err}") from err
+                f"(audio [B, S] float32 at 16 kHz, mask [B, S]): {type(err).__name__}: {err}"
+            ) from err
     features, feature_mask = check_output(name, encoder, output, len(lengths))
     valid = feature_mask.long().sum(-1).tolist()
-    declared = getattr(encoder, "frame_rate", None)
-    return {"encoder": ref, "output_dim": encoder.output_dim, "frames": valid,
-            "frame_rate_declared": declared,
-            "frame_rate_measured": valid[-1] / seconds[-1]}
+    return {
+        "encoder": ref,
+        "output_dim": encoder.output_dim,
+        "frames": valid,
+        "frame_rate_declared": declared_extras(encoder).frame_rate,
+        "frame_rate_measured": valid[-1] / seconds[-1],
+    }
+
+
+@dataclass(frozen=True)
+class DeclaredExtras:
+    """The contract's optional attributes of one encoder, as it declares them at one moment."""
+
+    frame_rate: float | None = None  # frames/s; None: measured where needed
+    trainable: bool = False  # a recipe trains it: run with gradients, never cached
+    offers_hidden_states: bool = False  # it has an ``output_hidden_states`` switch
+    hidden_states: list[torch.Tensor] | None = None  # every layer's output of its last call
+
+
+def declared_extras(encoder: torch.nn.Module) -> DeclaredExtras:
+    """Read the optional attributes a contract encoder declares (each may be absent).
+
+    The only place that reads them: everything else asks this function, so a user's module is
+    probed in one spot and the rest of the package works with explicit fields. Read again after
+    each call for ``hidden_states``, and wherever a stage may have changed ``trainable`` (LoRA).
+    """
+    return DeclaredExtras(
+        frame_rate=getattr(encoder, "frame_rate", None),
+        trainable=bool(getattr(encoder, "trainable", False)),
+        offers_hidden_states=hasattr(encoder, "output_hidden_states"),
+        hidden_states=getattr(encoder, "hidden_states", None),
+    )
+
+
+def run_encoder(
+    encoder: torch.nn.Module, audio: torch.Tensor, audio_mask: torch.Tensor | None, hidden_states: bool = False
+) -> Stream:
+    """One forward pass as a stream (a None mask means every frame is valid); with
+    ``hidden_states``, the stream carries every layer's output of this call. Runs in the
+    caller's grad mode and in the encoder's current train/eval mode."""
+    features, mask = encoder(audio, audio_mask)
+    if mask is None:
+        mask = torch.ones(features.shape[:2], dtype=torch.long, device=features.device)
+    declared = declared_extras(encoder)
+    layers = list(declared.hidden_states) if hidden_states and declared.hidden_states is not None else None
+    return Stream(features, mask.long(), declared.frame_rate, layers)
+
+
+def frozen_stream(
+    encoder: torch.nn.Module,
+    audio: torch.Tensor,
+    audio_mask: torch.Tensor | None,
+    cache: StreamCache | None = None,
+    cacheable: list[bool] | None = None,
+    *,
+    train_mode: bool = False,
+    hidden_states: bool = False,
+) -> Stream:
+    """The frozen step of one encoder: its stream read from (and stored in) ``cache`` when given,
+    else computed without gradients in eval mode, or in train mode with ``train_mode`` (the
+    official single-encoder training behaviour). A stream with every layer's output bypasses the
+    cache, which keeps the last layer only."""
+    if cache is not None and not hidden_states:
+        return cache.encode(encoder, audio, audio_mask, cacheable)
+    encoder.train(train_mode)
+    with torch.no_grad():
+        return run_encoder(encoder, audio, audio_mask, hidden_states)
+
+
+class EncoderFrontEnd(FrontEnd):
+    """A contract encoder as a front end: one stream, no fusion. Its fields are the encoder's
+    declared extras; ``aux_losses`` stays empty (the contract declares none)."""
+
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        super().__init__()
+        declared = declared_extras(encoder)
+        self.encoder = encoder
+        self.output_dim = encoder.output_dim
+        self.frame_rate = declared.frame_rate
+        self.trainable = declared.trainable
+
+    def encode_streams(
+        self,
+        audio: torch.Tensor,
+        audio_mask: torch.Tensor | None,
+        cache: StreamCache | None = None,
+        cacheable: list[bool] | None = None,
+        train_mode: bool = False,
+    ) -> list[Stream | None]:
+        if self.trainable:
+            return [None]
+        return [frozen_stream(self.encoder, audio, audio_mask, cache, cacheable, train_mode=train_mode)]
+
+    def fuse(
+        self,
+        streams: list[Stream | None],
+        audio: torch.Tensor | None,
+        audio_mask: torch.Tensor | None,
+        context: FusionContext | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        stream = streams[0] if streams[0] is not None else run_encoder(self.encoder, audio, audio_mask)
+        return stream.features, stream.mask
+
+
+def as_front_end(encoder: torch.nn.Module) -> FrontEnd:
+    """The front-end interface of ``encoder``: a fusion (or any :class:`FrontEnd`) itself, a plain
+    contract encoder through :class:`EncoderFrontEnd`."""
+    return encoder if isinstance(encoder, FrontEnd) else EncoderFrontEnd(encoder)

@@ -1,10 +1,12 @@
 """The fusion front-end: several encoders in, one ``(features, mask)`` stream out.
 
-A fusion is an encoder (DESIGN §4): registered, checked and benchmarked like one, and fusable
-again. Its work is split in two so that the frozen part can be cached (DESIGN §7):
+A fusion is an encoder (docs/design.md): registered, checked and benchmarked like one, and
+fusable again. It implements the front-end interface (:class:`~xares_fusion.frontend.FrontEnd`),
+whose two steps let the frozen part be cached:
 
 * :meth:`FusionFrontEnd.encode_streams` runs every frozen sub-encoder under ``no_grad`` in eval
-  mode (a sub-encoder a stage trains, e.g. with LoRA, is left for the next step);
+  mode, or reads it from the feature cache (a sub-encoder a stage trains, e.g. with LoRA, is left
+  for the next step);
 * :meth:`FusionFrontEnd.fuse` runs the trainable sub-encoders, aligns the streams in time,
   combines them (:meth:`combine`, one per fusion), adds the optional STFT branch, and leaves its
   auxiliary losses in ``aux_losses`` and its routing statistics in ``stats``.
@@ -14,43 +16,32 @@ from __future__ import annotations
 
 import abc
 from collections import defaultdict
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from ..encoders.contract import build_encoder
+from ..constants import SAMPLE_RATE
+from ..encoders.contract import build_encoder, declared_extras, frozen_stream, run_encoder
 from ..encoders.masking import sample_lengths
 from ..encoders.spectral import LogMelEncoder, StftEncoder
-from .streams import SAMPLE_RATE, Stream, align_streams
-
-
-@dataclass
-class FusionContext:
-    """What some fusions need beyond the audio, passed explicitly (never through globals).
-
-    ``tasks``: the task name of every row (routing statistics per task, PaM's task targets);
-    ``prompt_states``: [B, H] LLM hidden state of each row's prompt (PaM's router input);
-    ``task_vocab``: the training tasks in a fixed order (PaM maps a task to a routed expert).
-    """
-
-    tasks: list[str] | None = None
-    prompt_states: torch.Tensor | None = None
-    task_vocab: list[str] = field(default_factory=list)
+from ..frontend import FrontEnd, FusionContext, Stream, StreamCache
+from .streams import align_streams
 
 
 class RoutingStats:
     """Sums of per-row statistics grouped by task; ``summary()`` gives the means.
 
     Collected only in eval mode, so the record describes how the trained model routes the test
-    set (the heatmaps of seed 003 Fig. 3 and seed 002 Fig. 3 are tables of these means).
+    set (the heatmaps of MoE-Adapter Fig. 3 and PaM Fig. 3 are tables of these means).
     """
 
     def __init__(self) -> None:
         self._sums: dict[str, dict[str, torch.Tensor]] = defaultdict(dict)
         self._counts: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
 
-    def add(self, name: str, values: torch.Tensor, tasks: list[str] | None, weights: torch.Tensor | None = None) -> None:
+    def add(
+        self, name: str, values: torch.Tensor, tasks: list[str] | None, weights: torch.Tensor | None = None
+    ) -> None:
         """``values`` [B, ...] per row; ``weights`` [B] (e.g. valid frames) weight the mean."""
         values = values.detach().float().cpu()
         weights = torch.ones(values.shape[0]) if weights is None else weights.detach().float().cpu()
@@ -81,8 +72,9 @@ class RoutingStatsMixin:
     stats: RoutingStats
     training: bool
 
-    def record(self, name: str, values: torch.Tensor, context: FusionContext | None,
-               weights: torch.Tensor | None = None) -> None:
+    def record(
+        self, name: str, values: torch.Tensor, context: FusionContext | None, weights: torch.Tensor | None = None
+    ) -> None:
         if not self.training:
             self.stats.add(name, values, context.tasks if context else None, weights)
 
@@ -113,23 +105,33 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class StftBranch(torch.nn.Module):
-    """Signal-level residual (seed 000 eqs. 7-8): s_t = W_s S_t; z_t <- z_t + gamma s_t.
+    """Signal-level residual (Dual-Encoder Fusion eqs. 7-8): s_t = W_s S_t; z_t <- z_t + gamma s_t.
 
     S is the log-magnitude STFT (``n_mels`` given: log-mel, as in the paper's settings
-    n_fft = win = 1024, hop 640, 128 mel) at 16000 / hop frames/s, aligned to the fusion's frames;
+    n_fft = win = 1024, hop 640, 128 mel) at SAMPLE_RATE / hop frames/s, aligned to the fusion's frames;
     gamma is a learnable scalar initialised small (1e-2).
     """
 
-    def __init__(self, dim: int, n_fft: int = 1024, hop_length: int = 640, n_mels: int | None = 128,
-                 gamma_init: float = 1e-2) -> None:
+    def __init__(
+        self, dim: int, n_fft: int = 1024, hop_length: int = 640, n_mels: int | None = 128, gamma_init: float = 1e-2
+    ) -> None:
         super().__init__()
-        self.spectrum = (LogMelEncoder(n_mels=n_mels, n_fft=n_fft, hop_length=hop_length) if n_mels
-                         else StftEncoder(n_fft=n_fft, hop_length=hop_length))
+        self.spectrum = (
+            LogMelEncoder(n_mels=n_mels, n_fft=n_fft, hop_length=hop_length)
+            if n_mels
+            else StftEncoder(n_fft=n_fft, hop_length=hop_length)
+        )
         self.proj = torch.nn.Linear(self.spectrum.output_dim, dim)
         self.gamma = torch.nn.Parameter(torch.tensor(float(gamma_init)))
 
-    def forward(self, audio: torch.Tensor, audio_mask: torch.Tensor | None, reference: Stream,
-                seconds: torch.Tensor, interpolate: bool) -> torch.Tensor:
+    def forward(
+        self,
+        audio: torch.Tensor,
+        audio_mask: torch.Tensor | None,
+        reference: Stream,
+        seconds: torch.Tensor,
+        interpolate: bool,
+    ) -> torch.Tensor:
         with torch.no_grad():
             spec, mask = self.spectrum(audio, audio_mask)
         stream = Stream(spec, mask, self.spectrum.frame_rate)
@@ -137,7 +139,7 @@ class StftBranch(torch.nn.Module):
         return self.gamma * self.proj(aligned.features)
 
 
-class FusionFrontEnd(RoutingStatsMixin, torch.nn.Module, abc.ABC):
+class FusionFrontEnd(RoutingStatsMixin, FrontEnd):
     """Base of every fusion: sub-encoders, alignment, STFT branch, aux losses and statistics.
 
     Args:
@@ -150,12 +152,16 @@ class FusionFrontEnd(RoutingStatsMixin, torch.nn.Module, abc.ABC):
     """
 
     trainable = True
-    needs_hidden_states = False
-    needs_prompt_state = False
-    default_aux_weights: dict[str, float] = {}  # the papers' loss weights; the recipe's win
+    needs_hidden_states = False  # combine reads every layer's output (Stream.hidden_states)
 
-    def __init__(self, encoders: list[Any], dim: int = 512, reference: int = 0, interpolate: bool = False,
-                 stft: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        encoders: list[Any],
+        dim: int = 512,
+        reference: int = 0,
+        interpolate: bool = False,
+        stft: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         if not encoders:
             raise ValueError("a fusion needs at least one entry in 'encoders'")
@@ -164,73 +170,75 @@ class FusionFrontEnd(RoutingStatsMixin, torch.nn.Module, abc.ABC):
         self.encoders = torch.nn.ModuleList(_build_sub_encoder(spec, i) for i, spec in enumerate(encoders))
         self.encoder_names = [spec if isinstance(spec, str) else spec["name"] for spec in encoders]
         for encoder in self.encoders:
-            if not getattr(encoder, "trainable", False):
+            declared = declared_extras(encoder)
+            if not declared.trainable:
                 encoder.requires_grad_(False)
             if self.needs_hidden_states:
-                if not hasattr(encoder, "output_hidden_states"):
-                    raise ValueError(f"{type(self).__name__} needs every layer's output, but encoder "
-                                     f"{type(encoder).__name__} offers no 'hidden_states'.")
+                if not declared.offers_hidden_states:
+                    raise ValueError(
+                        f"{type(self).__name__} needs every layer's output, but encoder "
+                        f"{type(encoder).__name__} offers no 'hidden_states'."
+                    )
                 encoder.output_hidden_states = True
         self.output_dim, self.reference, self.interpolate = dim, reference, interpolate
-        self.frame_rate = getattr(self.encoders[reference], "frame_rate", None)
+        self.frame_rate = declared_extras(self.encoders[reference]).frame_rate
         self.stft_branch = StftBranch(dim, **stft) if stft is not None else None
-        self.aux_losses: dict[str, torch.Tensor] = {}
         self.stats = RoutingStats()
 
     @property
     def dims(self) -> list[int]:
         return [int(e.output_dim) for e in self.encoders]
 
-    # -- the frozen step ---------------------------------------------------------------------
-    def _run_encoder(self, encoder: torch.nn.Module, audio: torch.Tensor, audio_mask: torch.Tensor | None) -> Stream:
-        features, mask = encoder(audio, audio_mask)
-        if mask is None:
-            mask = torch.ones(features.shape[:2], dtype=torch.long, device=features.device)
-        hidden = getattr(encoder, "hidden_states", None) if self.needs_hidden_states else None
-        return Stream(features, mask.long(), getattr(encoder, "frame_rate", None),
-                      list(hidden) if hidden is not None else None)
+    def sub_encoders(self) -> torch.nn.ModuleList:
+        return self.encoders
 
-    def encode_streams(self, audio: torch.Tensor, audio_mask: torch.Tensor | None, cache: Any = None,
-                       cacheable: list[bool] | None = None) -> list[Stream | None]:
+    # -- the frozen step ---------------------------------------------------------------------
+    def encode_streams(
+        self,
+        audio: torch.Tensor,
+        audio_mask: torch.Tensor | None,
+        cache: StreamCache | None = None,
+        cacheable: list[bool] | None = None,
+        train_mode: bool = False,
+    ) -> list[Stream | None]:
         """Outputs of the frozen sub-encoders (None where a sub-encoder trains), read from and
-        written to ``cache`` (a :class:`~xares_fusion.feature_cache.FeatureCache`) when given,
-        unless this fusion needs every layer's output (the cache keeps the last)."""
-        streams: list[Stream | None] = []
-        for encoder in self.encoders:
-            if getattr(encoder, "trainable", False):
-                streams.append(None)
-                continue
-            if cache is not None and not self.needs_hidden_states:
-                streams.append(cache.encode(encoder, audio, audio_mask, cacheable))
-                continue
-            encoder.eval()
-            with torch.no_grad():
-                streams.append(self._run_encoder(encoder, audio, audio_mask))
-        return streams
+        written to ``cache`` when given, unless this fusion needs every layer's output (the cache
+        keeps the last). Sub-encoders always run in eval mode: ``train_mode`` concerns a single
+        encoder only."""
+        return [
+            None
+            if declared_extras(encoder).trainable
+            else frozen_stream(encoder, audio, audio_mask, cache, cacheable, hidden_states=self.needs_hidden_states)
+            for encoder in self.encoders
+        ]
 
     # -- the trainable step ------------------------------------------------------------------
-    def fuse(self, streams: list[Stream | None], audio: torch.Tensor, audio_mask: torch.Tensor | None,
-             context: FusionContext | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def fuse(
+        self,
+        streams: list[Stream | None],
+        audio: torch.Tensor,
+        audio_mask: torch.Tensor | None,
+        context: FusionContext | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Complete, align and combine the streams; returns fused features [B, T, dim] and mask."""
-        streams = [s if s is not None else self._run_encoder(e, audio, audio_mask)
-                   for s, e in zip(streams, self.encoders)]
+        streams = [
+            s if s is not None else run_encoder(e, audio, audio_mask, self.needs_hidden_states)
+            for s, e in zip(streams, self.encoders)
+        ]
         seconds = sample_lengths(audio, audio_mask).float() / SAMPLE_RATE
         aligned, mask = align_streams(streams, self.reference, seconds, self.interpolate, self.encoder_names)
         self.aux_losses = {}
         context = context or FusionContext()
         fused, mask = self.combine(aligned, mask, context)
         if self.stft_branch is not None:
-            fused = fused + self.stft_branch(audio, audio_mask, Stream(fused, mask, self.frame_rate), seconds,
-                                             self.interpolate)
+            fused = fused + self.stft_branch(
+                audio, audio_mask, Stream(fused, mask, self.frame_rate), seconds, self.interpolate
+            )
         return fused * mask[..., None].to(fused.dtype), mask
 
     @abc.abstractmethod
-    def combine(self, streams: list[Stream], mask: torch.Tensor, context: FusionContext
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def combine(
+        self, streams: list[Stream], mask: torch.Tensor, context: FusionContext
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Aligned streams (same T, features zero on padded frames) -> fused [B, T', dim] and its
         mask (T' = T except for fusions that resample, e.g. the windowed Q-Former)."""
-
-    def forward(self, audio: torch.Tensor, audio_attention_mask: torch.Tensor | None = None,
-                context: FusionContext | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.fuse(self.encode_streams(audio, audio_attention_mask), audio, audio_attention_mask, context)
-

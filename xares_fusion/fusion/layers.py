@@ -14,7 +14,7 @@ class FeedForward(torch.nn.Sequential):
 
 
 def load_balance_loss(probs: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
-    """|E| * sum_e P_e * f_e over the given tokens (seed 003 eqs. 8-10; seed 000's "standard"
+    """|E| * sum_e P_e * f_e over the given tokens (MoE-Adapter eqs. 8-10; Dual-Encoder Fusion's "standard"
     load-balancing loss): P_e is the mean routing probability of expert e, f_e the fraction of
     tokens whose top-k includes e. ``probs`` and ``selected`` (0/1) are [N, E]."""
     num_experts = probs.shape[-1]

@@ -1,4 +1,4 @@
-"""MoWE: a strong base encoder plus a pool of weak encoders chosen by routers (seed 001)."""
+"""MoWE: a strong base encoder plus a pool of weak encoders chosen by routers ("MoWE-Audio")."""
 
 from __future__ import annotations
 
@@ -6,20 +6,20 @@ from typing import Any
 
 import torch
 
+from ..frontend import FusionContext, Stream
 from ..registry import register_encoder
-from .base import FusionContext, FusionFrontEnd, masked_mean
+from .base import FusionFrontEnd, masked_mean
 from .layers import entropy
-from .streams import Stream
 
 
 def keep_top1(p: torch.Tensor) -> torch.Tensor:
-    """KeepTop1 (seed 001, after eq. 3): the largest entry kept, every other set to 0."""
+    """KeepTop1 (MoWE-Audio, after eq. 3): the largest entry kept, every other set to 0."""
     return p * torch.nn.functional.one_hot(p.argmax(-1), p.shape[-1]).to(p.dtype)
 
 
 @register_encoder("mowe")
 class MoWEFusion(FusionFrontEnd):
-    """Mixture of weak encoders, seed 001 eqs. 1-9. ``encoders[0]`` is the base, the rest the pool.
+    """Mixture of weak encoders, MoWE-Audio eqs. 1-9. ``encoders[0]`` is the base, the rest the pool.
 
     r_indep = KeepTop1(softmax(w_indep)) (2), z_indep = sum_k r_indep[k] E_k(a) (3);
     r_dep = KeepTop1(softmax(mean_t(z_base) W_dep)) (4), z_dep = sum_k r_dep[k] E_k(a) (5), smoothed in
@@ -47,7 +47,9 @@ class MoWEFusion(FusionFrontEnd):
         self.smoothing, self.eps = smoothing, 0.1 / num_weak
         self.output_dim = self.dims[0] + 2 * weak_dim
         if self.stft_branch is not None:
-            raise ValueError("the STFT branch is defined for the d-dimensional fusions of seed 000, not for MoWE")
+            raise ValueError(
+                "the STFT branch is defined for the d-dimensional fusions of Dual-Encoder Fusion, not for MoWE"
+            )
 
     def routing(self, base: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(r_indep [M], r_dep [B, M]) with the training-time smoothing applied in train mode."""
@@ -66,6 +68,9 @@ class MoWEFusion(FusionFrontEnd):
         mean_dep = r_dep.mean(0)
         self.aux_losses["mowe"] = 0.5 * (entropy(r_indep) + (entropy(r_dep).mean() - entropy(mean_dep)))
         self.record("dep_choice", torch.nn.functional.one_hot(r_dep.argmax(-1), r_dep.shape[-1]).float(), context)
-        self.record("indep_choice", torch.nn.functional.one_hot(r_indep.argmax(-1), r_indep.shape[-1]).float()
-                    .expand(base.shape[0], -1), context)
+        self.record(
+            "indep_choice",
+            torch.nn.functional.one_hot(r_indep.argmax(-1), r_indep.shape[-1]).float().expand(base.shape[0], -1),
+            context,
+        )
         return torch.cat([base, z_dep, z_indep], dim=-1), mask

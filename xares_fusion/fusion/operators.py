@@ -1,5 +1,6 @@
-"""Fusion operators of seed 000 (dual-encoder fusion for the AECC) and the averaging baseline of
-seed 002: concat, average, softmax-gated residual, MoE-concat / MoE-proj, explicit injection.
+"""Fusion operators of "Dual-Encoder Fusion with Explicit and Implicit Injection" (for the AECC)
+and the averaging baseline of PaM: concat, average, softmax-gated residual, MoE-concat / MoE-proj,
+explicit injection.
 
 Every operator accepts any number of streams where the equations generalise (the papers use two:
 Whisper then Dasheng); explicit injection is defined for exactly two.
@@ -11,10 +12,10 @@ from typing import Any
 
 import torch
 
+from ..frontend import FusionContext, Stream
 from ..registry import register_encoder
-from .base import FusionContext, FusionFrontEnd, masked_mean
+from .base import FusionFrontEnd, masked_mean
 from .layers import FeedForward, load_balance_loss, mix_experts, top_k_mask
-from .streams import Stream
 
 
 def _valid(mask: torch.Tensor) -> torch.Tensor:
@@ -23,7 +24,7 @@ def _valid(mask: torch.Tensor) -> torch.Tensor:
 
 @register_encoder("concat")
 class ConcatFusion(FusionFrontEnd):
-    """Concatenation baseline (seed 000 §2.2): H_cat = [H_1; ...; H_N], linear to d."""
+    """Concatenation baseline (Dual-Encoder Fusion §2.2): H_cat = [H_1; ...; H_N], linear to d."""
 
     def __init__(self, encoders: list[Any], dim: int = 512, **kwargs: Any) -> None:
         super().__init__(encoders, dim, **kwargs)
@@ -35,7 +36,7 @@ class ConcatFusion(FusionFrontEnd):
 
 @register_encoder("average")
 class AverageFusion(FusionFrontEnd):
-    """Averaging after projection (the "Average" baseline of seed 002): mean_i W_i H_i."""
+    """Averaging after projection (the "Average" baseline of PaM): mean_i W_i H_i."""
 
     def __init__(self, encoders: list[Any], dim: int = 512, **kwargs: Any) -> None:
         super().__init__(encoders, dim, **kwargs)
@@ -46,7 +47,7 @@ class AverageFusion(FusionFrontEnd):
 
 
 class GatedResidual(torch.nn.Module):
-    """Token-wise softmax-gated residual fusion, seed 000 eqs. 3-6, for N inputs:
+    """Token-wise softmax-gated residual fusion, Dual-Encoder Fusion eqs. 3-6, for N inputs:
     x_i = W_i H_i (3); a = softmax(W_g [x_1; ...; x_N] + b_g) (4); m = sum_i a_i x_i (5);
     z = LN(LN(m) + sum_i x_i) (6)."""
 
@@ -67,7 +68,7 @@ class GatedResidual(torch.nn.Module):
 
 @register_encoder("gated")
 class GatedFusion(FusionFrontEnd):
-    """Softmax-gated residual fusion (seed 000 eqs. 3-6), the paper's backbone; add the STFT
+    """Softmax-gated residual fusion (Dual-Encoder Fusion eqs. 3-6), the paper's backbone; add the STFT
     branch (eqs. 7-8) with ``stft: {}``. Records the mean gate per stream and task."""
 
     def __init__(self, encoders: list[Any], dim: int = 512, **kwargs: Any) -> None:
@@ -82,7 +83,7 @@ class GatedFusion(FusionFrontEnd):
 
 @register_encoder("moe")
 class MoEFusion(FusionFrontEnd):
-    """Sparse MoE fusion (seed 000 eq. 2): router logits r_t = g(x_t), p_t = softmax(r_t), top-k
+    """Sparse MoE fusion (Dual-Encoder Fusion eq. 2): router logits r_t = g(x_t), p_t = softmax(r_t), top-k
     experts K_t, y_t = sum_{e in K_t} p_{t,e} f_e(x_t), z_t = W_o y_t; load-balancing loss
     ``moe_balance`` over valid frames.
 
@@ -90,17 +91,25 @@ class MoEFusion(FusionFrontEnd):
     projected to d, x_t = [W_1 H_1,t; ...] (MoE-proj). Experts are 2-layer FFNs on x_t.
     """
 
-    default_aux_weights = {"moe_balance": 1e-2}  # seed 000 §3.1: balance weight 1e-2
+    default_aux_weights = {"moe_balance": 1e-2}  # Dual-Encoder Fusion §3.1: balance weight 1e-2
 
-    def __init__(self, encoders: list[Any], dim: int = 512, input: str = "concat", num_experts: int = 8,
-                 top_k: int = 2, expert_hidden: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        encoders: list[Any],
+        dim: int = 512,
+        input: str = "concat",
+        num_experts: int = 8,
+        top_k: int = 2,
+        expert_hidden: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(encoders, dim, **kwargs)
         if input not in ("concat", "proj"):
             raise ValueError(f"input must be 'concat' or 'proj', got {input!r}")
         if not 1 <= top_k <= num_experts:
             raise ValueError(f"top_k={top_k} must be within 1..num_experts={num_experts}")
         self.input, self.top_k = input, top_k
-        self.projs = (torch.nn.ModuleList(torch.nn.Linear(d, dim) for d in self.dims) if input == "proj" else None)
+        self.projs = torch.nn.ModuleList(torch.nn.Linear(d, dim) for d in self.dims) if input == "proj" else None
         in_dim = sum(self.dims) if input == "concat" else dim * len(self.dims)
         self.router = torch.nn.Linear(in_dim, num_experts)
         self.experts = torch.nn.ModuleList(FeedForward(in_dim, expert_hidden or dim, dim) for _ in range(num_experts))
@@ -119,14 +128,18 @@ class MoEFusion(FusionFrontEnd):
         valid = _valid(mask)
         self.aux_losses["moe_balance"] = load_balance_loss(probs[valid], selected[valid])
         self.record("expert_load", masked_mean(selected.view(b, t, -1), mask) / self.top_k, context, mask.sum(-1))
-        self.record("router_entropy", masked_mean(-torch.special.xlogy(probs, probs).sum(-1).view(b, t, 1), mask)[:, 0],
-                    context, mask.sum(-1))
+        self.record(
+            "router_entropy",
+            masked_mean(-torch.special.xlogy(probs, probs).sum(-1).view(b, t, 1), mask)[:, 0],
+            context,
+            mask.sum(-1),
+        )
         return self.out(y).view(b, t, -1), mask
 
 
 @register_encoder("explicit")
 class ExplicitInjectionFusion(FusionFrontEnd):
-    """Explicit injection (seed 000 eqs. 9-13) of stream B (Dasheng) into stream A (Whisper):
+    """Explicit injection (Dual-Encoder Fusion eqs. 9-13) of stream B (Dasheng) into stream A (Whisper):
     H^_B = H_A W_{A->B} (9); R_B = H_B - H^_B (10); z = gated residual fusion of A with the projected
     residual (eqs. 3-6 on (H_A, R_B)); aux losses over valid frames only:
     ``recon`` = mean_t ||R_B,t||^2 (11) and ``decor`` = ||C||_F^2 with C the cross-covariance of
@@ -158,6 +171,7 @@ class ExplicitInjectionFusion(FusionFrontEnd):
         self.aux_losses["recon"] = r.pow(2).sum(-1).mean()
         self.aux_losses["decor"] = cov.pow(2).sum()
         self.record("mean_gate", masked_mean(gate, mask), context, mask.sum(-1))
-        self.record("residual_energy", masked_mean(residual.pow(2).sum(-1, keepdim=True), mask)[:, 0], context,
-                    mask.sum(-1))
+        self.record(
+            "residual_energy", masked_mean(residual.pow(2).sum(-1, keepdim=True), mask)[:, 0], context, mask.sum(-1)
+        )
         return fused, mask

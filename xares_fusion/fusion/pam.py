@@ -1,4 +1,4 @@
-"""PaM: prompt-aware mixture of audio encoders (seed 002)."""
+"""PaM: "Prompt-Aware Mixture of Audio Encoders"."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from typing import Any
 
 import torch
 
+from ..constants import SAMPLE_RATE
+from ..frontend import FusionContext, Stream
 from ..registry import register_encoder
-from .base import FusionContext, FusionFrontEnd
+from .base import FusionFrontEnd
 from .layers import FeedForward
-from .streams import Stream
 
 
 class PaMExpert(torch.nn.Module):
@@ -33,7 +34,7 @@ class PaMExpert(torch.nn.Module):
 
 @register_encoder("pam")
 class PaMFusion(FusionFrontEnd):
-    """Prompt-aware mixture, seed 002 eqs. 3-10.
+    """Prompt-aware mixture, PaM eqs. 3-10.
 
     Every layer of encoder i goes through its pre-fusion FFN_i to d (eq. 2). H_audio =
     Expert_share(H) + sum_j G_j Expert_j(H) (3), where G is the top-1 of
@@ -48,21 +49,30 @@ class PaMFusion(FusionFrontEnd):
     needs_prompt_state = True
     default_aux_weights = {"pam_task": 1.0}  # eq. 10: plain sum of the two cross-entropies
 
-    def __init__(self, encoders: list[Any], dim: int = 512, num_routed: int = 3, num_fused: int = 3,
-                 prompt_dim: int | None = None, task_routes: dict[str, int] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        encoders: list[Any],
+        dim: int = 512,
+        num_routed: int = 3,
+        num_fused: int = 3,
+        prompt_dim: int | None = None,
+        task_routes: dict[str, int] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(encoders, dim, **kwargs)
         self.num_routed, self.task_routes = num_routed, dict(task_routes or {})
         self.adapters = torch.nn.ModuleList(FeedForward(d, dim, dim) for d in self.dims)
         num_layers = sum(n - 1 for n in self._layer_counts())
-        self.experts = torch.nn.ModuleList(PaMExpert(num_layers, len(self.encoders), num_fused, dim)
-                                           for _ in range(num_routed + 1))
+        self.experts = torch.nn.ModuleList(
+            PaMExpert(num_layers, len(self.encoders), num_fused, dim) for _ in range(num_routed + 1)
+        )
         self.router: torch.nn.Module | None = None
         if prompt_dim is not None:
             self.bind_prompt_dim(prompt_dim)
 
     def _layer_counts(self) -> list[int]:
         """Hidden states per encoder (embeddings included), from one probe of 1 s of silence."""
-        streams = self.encode_streams(torch.zeros(1, 16000), None)
+        streams = self.encode_streams(torch.zeros(1, SAMPLE_RATE), None)
         return [len(s.hidden_states) for s in streams]
 
     def bind_prompt_dim(self, prompt_dim: int) -> None:
@@ -106,7 +116,10 @@ class PaMFusion(FusionFrontEnd):
 
     def routing_stats(self) -> dict[str, Any]:
         stats = super().routing_stats()
-        stats["layer_weights"] = {("shared" if i == 0 else f"expert_{i}"):
-                                  [[round(float(w), 6) for w in row] for row in e.layer_weights.detach().cpu()]
-                                  for i, e in enumerate(self.experts)}
+        stats["layer_weights"] = {
+            ("shared" if i == 0 else f"expert_{i}"): [
+                [round(float(w), 6) for w in row] for row in e.layer_weights.detach().cpu()
+            ]
+            for i, e in enumerate(self.experts)
+        }
         return stats

@@ -1,4 +1,4 @@
-"""Window-level Q-Former over the concatenated streams (the SALMONN baseline compared in seed 002)."""
+"""Window-level Q-Former over the concatenated streams (the SALMONN baseline compared in PaM)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 import torch
 from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
+from ..frontend import FusionContext, Stream
 from ..registry import register_encoder
-from .base import FusionContext, FusionFrontEnd
-from .streams import Stream
+from .base import FusionFrontEnd
 
 
 @register_encoder("qformer")
@@ -21,13 +21,27 @@ class WindowQFormerFusion(FusionFrontEnd):
     a window with no valid frame is masked.
     """
 
-    def __init__(self, encoders: list[Any], dim: int = 512, window: int = 17, num_queries: int = 1,
-                 hidden_size: int = 256, num_layers: int = 2, num_heads: int = 4, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        encoders: list[Any],
+        dim: int = 512,
+        window: int = 17,
+        num_queries: int = 1,
+        hidden_size: int = 256,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(encoders, dim, **kwargs)
         self.window, self.num_queries = window, num_queries
-        config = Blip2QFormerConfig(hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=num_heads,
-                                    intermediate_size=4 * hidden_size, encoder_hidden_size=sum(self.dims),
-                                    cross_attention_frequency=1)
+        config = Blip2QFormerConfig(
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            intermediate_size=4 * hidden_size,
+            encoder_hidden_size=sum(self.dims),
+            cross_attention_frequency=1,
+        )
         self.qformer = Blip2QFormerModel(config)
         self.queries = torch.nn.Parameter(torch.randn(1, num_queries, hidden_size) * config.initializer_range)
         self.out = torch.nn.Linear(hidden_size, dim)
@@ -40,8 +54,11 @@ class WindowQFormerFusion(FusionFrontEnd):
         pad = (-t) % self.window
         x = torch.nn.functional.pad(x, (0, 0, 0, pad)).view(-1, self.window, d)
         frame_mask = torch.nn.functional.pad(mask, (0, pad)).view(-1, self.window)
-        out = self.qformer(query_embeds=self.queries.expand(x.shape[0], -1, -1), encoder_hidden_states=x,
-                           encoder_attention_mask=frame_mask).last_hidden_state           # [B*W, Q, H]
+        out = self.qformer(
+            query_embeds=self.queries.expand(x.shape[0], -1, -1),
+            encoder_hidden_states=x,
+            encoder_attention_mask=frame_mask,
+        ).last_hidden_state  # [B*W, Q, H]
         windows = (t + pad) // self.window
         features = self.out(out).reshape(b, windows * self.num_queries, -1)
         window_mask = (frame_mask.sum(-1) > 0).long().view(b, windows).repeat_interleave(self.num_queries, dim=1)

@@ -10,28 +10,16 @@ neighbouring frames. The common mask keeps a frame only where every stream has v
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 
 from ..encoders.masking import pool_frames
-
-SAMPLE_RATE = 16000
+from ..frontend import Stream
 
 
 class AlignmentError(ValueError):
     """Streams whose frame rates cannot be reconciled; the message says which and how to fix it."""
-
-
-@dataclass
-class Stream:
-    """One encoder's output: features [B, T, D], mask [B, T] (1 = valid), frames per second
-    (None if unknown) and, when the fusion asked for them, every layer's output."""
-
-    features: torch.Tensor
-    mask: torch.Tensor
-    frame_rate: float | None = None
-    hidden_states: list[torch.Tensor] | None = None
 
 
 def measured_frame_rate(stream: Stream, seconds: torch.Tensor) -> float:
@@ -60,8 +48,9 @@ def _fit_length(x: torch.Tensor, length: int) -> torch.Tensor:
     return torch.nn.functional.pad(x, pad)
 
 
-def _resample(x: torch.Tensor, mask: torch.Tensor, src: float, dst: float, length: int, interpolate: bool,
-              name: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _resample(
+    x: torch.Tensor, mask: torch.Tensor, src: float, dst: float, length: int, interpolate: bool, name: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     ratio = _ratio(src, dst)
     if ratio is not None:
         down, up = ratio
@@ -70,20 +59,27 @@ def _resample(x: torch.Tensor, mask: torch.Tensor, src: float, dst: float, lengt
             x, mask = x.repeat_interleave(up, dim=1), mask.repeat_interleave(up, dim=1)
     elif interpolate:
         frames = max(1, round(x.shape[1] * dst / src))
-        x = torch.nn.functional.interpolate((x * mask[..., None]).transpose(1, 2), size=frames, mode="linear",
-                                            align_corners=False).transpose(1, 2)
+        x = torch.nn.functional.interpolate(
+            (x * mask[..., None]).transpose(1, 2), size=frames, mode="linear", align_corners=False
+        ).transpose(1, 2)
         valid = torch.ceil(mask.sum(-1).float() * dst / src).long()
         mask = (torch.arange(frames, device=mask.device)[None] < valid[:, None]).long()
     else:
         raise AlignmentError(
             f"{name} runs at {src:g} frames/s and the reference stream at {dst:g}: not an integer ratio. "
             f"Fix: pool one encoder so that the rates divide (e.g. encoder arg 'pool'), choose another "
-            f"'reference' stream, or set 'interpolate: true' in the fusion's arguments.")
+            f"'reference' stream, or set 'interpolate: true' in the fusion's arguments."
+        )
     return _fit_length(x, length), _fit_length(mask, length)
 
 
-def align_streams(streams: list[Stream], reference: int, seconds: torch.Tensor, interpolate: bool = False,
-                  names: list[str] | None = None) -> tuple[list[Stream], torch.Tensor]:
+def align_streams(
+    streams: list[Stream],
+    reference: int,
+    seconds: torch.Tensor,
+    interpolate: bool = False,
+    names: list[str] | None = None,
+) -> tuple[list[Stream], torch.Tensor]:
     """Bring every stream to the frame rate and length of ``streams[reference]``.
 
     ``seconds`` are the clips' true durations, used for streams that declare no frame rate.
@@ -100,8 +96,10 @@ def align_streams(streams: list[Stream], reference: int, seconds: torch.Tensor, 
         features, mask = _resample(stream.features, stream.mask.long(), rate, ref_rate, length, interpolate, name)
         hidden = None
         if stream.hidden_states is not None:
-            hidden = [_resample(h, stream.mask.long(), rate, ref_rate, length, interpolate, name)[0]
-                      for h in stream.hidden_states]
+            hidden = [
+                _resample(h, stream.mask.long(), rate, ref_rate, length, interpolate, name)[0]
+                for h in stream.hidden_states
+            ]
         common = common * mask
         aligned.append(replace(stream, features=features, mask=mask, frame_rate=ref_rate, hidden_states=hidden))
     for stream in aligned:

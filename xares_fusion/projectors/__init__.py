@@ -6,11 +6,13 @@ from typing import Any
 
 import torch
 
-from ..registry import PROJECTORS, register_projector
+from ..registry import PROJECTORS, RegistryError, register_projector
+from . import moe_adapter  # noqa: F401  (registers 'moe-adapter', 'dense-ffn')
+from .base import Projector
 
 
 @register_projector("linear")
-class LinearProjector(torch.nn.Module):
+class LinearProjector(Projector):
     """One linear layer from the encoder's output_dim to the LLM width (the official projector)."""
 
     def __init__(self, in_dim: int, out_dim: int) -> None:
@@ -21,13 +23,16 @@ class LinearProjector(torch.nn.Module):
         return self.proj(features), mask
 
 
-from . import moe_adapter  # noqa: E402,F401  (registers 'moe-adapter', 'dense-ffn')
+def build_projector(name: str, in_dim: int, out_dim: int, args: dict[str, Any] | None = None) -> Projector:
+    """Instantiate a registered projector (a :class:`Projector`)."""
+    projector = PROJECTORS.get(name)(in_dim, out_dim, **(args or {}))
+    if not isinstance(projector, Projector):
+        raise RegistryError(
+            f"projector {name!r}: {type(projector).__name__} is not a projector. Fix: subclass "
+            f"xares_fusion.projectors.Projector (it declares uses_context, aux_losses and "
+            f"default_aux_weights)."
+        )
+    return projector
 
 
-def build_projector(name: str, in_dim: int, out_dim: int, args: dict[str, Any] | None = None) -> torch.nn.Module:
-    """Instantiate a registered projector. Projectors take and return (features, mask) so that
-    downsampling projectors can shorten the mask with the frames; they may expose ``aux_losses``."""
-    return PROJECTORS.get(name)(in_dim, out_dim, **(args or {}))
-
-
-__all__ = ["LinearProjector", "build_projector"]
+__all__ = ["LinearProjector", "Projector", "build_projector"]
