@@ -13,8 +13,10 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session", autouse=True)
 def isolated_homes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Every test session writes data and built models into its own temporary directories."""
-    homes = {"XARES_FUSION_DATA_HOME": tmp_path_factory.mktemp("data_home"),
-             "XARES_FUSION_CACHE": tmp_path_factory.mktemp("cache_home")}
+    homes = {
+        "XARES_FUSION_DATA_HOME": tmp_path_factory.mktemp("data_home"),
+        "XARES_FUSION_CACHE": tmp_path_factory.mktemp("cache_home"),
+    }
     old = {k: os.environ.get(k) for k in homes}
     os.environ.update({k: str(v) for k, v in homes.items()})
     os.environ.pop("XARES_DATA_HOME", None)
@@ -70,8 +72,20 @@ def tiny_whisper(tmp_path_factory: pytest.TempPathFactory) -> str:
 
     path = tmp_path_factory.mktemp("tiny_whisper")
     torch.manual_seed(0)
-    WhisperModel(WhisperConfig(d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
-                               decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                               vocab_size=100, pad_token_id=0, bos_token_id=1, eos_token_id=1,
-                               decoder_start_token_id=2)).save_pretrained(path)
+    WhisperModel(
+        WhisperConfig(
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=1,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            vocab_size=100,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=1,
+            decoder_start_token_id=2,
+        )
+    ).save_pretrained(path)
     return str(path)

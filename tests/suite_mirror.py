@@ -16,6 +16,7 @@ import soundfile as sf
 from webdataset import TarWriter
 
 from xares_fusion.config import TaskConfig, load_eval_tasks
+from xares_fusion.constants import SAMPLE_RATE
 from xares_fusion.data.shards import expand_patterns, repo_base
 
 LABELS = {
@@ -36,8 +37,10 @@ LABELS = {
     "voxlingua33": ("label", ["en", "de"]),
     "aishell-1": ("text", ["今天天气很好", "我们去公园"]),
     "librispeech": ("trans", ["HELLO WORLD", "THE CAT SAT"]),
-    "clotho": ("captions", [["a dog barks", "a dog is barking loudly", "barking nearby", "a dog barks twice",
-                             "an animal barks"]]),
+    "clotho": (
+        "captions",
+        [["a dog barks", "a dog is barking loudly", "barking nearby", "a dog barks twice", "an animal barks"]],
+    ),
     "mecat": ("long", ["A dog barks repeatedly while cars pass in the background."]),
     "songdescriber": ("captions", [["a calm piano piece", "slow solo piano"]]),
 }
@@ -46,7 +49,7 @@ TRAIN_KEYS = {"songdescriber": "caption"}  # its training shards carry a single 
 
 def _clip(rng: np.random.Generator) -> bytes:
     buf = io.BytesIO()
-    sf.write(buf, (0.1 * rng.standard_normal(3200)).astype(np.float32), 16000, format="FLAC")
+    sf.write(buf, (0.1 * rng.standard_normal(3200)).astype(np.float32), SAMPLE_RATE, format="FLAC")
     return buf.getvalue()
 
 
@@ -59,8 +62,13 @@ def _write(path: Path, task: str, split: str, count: int, rng: np.random.Generat
             value = values[int(rng.integers(len(values)))]
             if split == "train" and task in TRAIN_KEYS and isinstance(value, list):
                 value = value[0]
-            sink.write({"__key__": f"{task}-{split}-{path.stem.replace('.', '_')}-{i}", "flac": _clip(rng),
-                        "json": json.dumps({key: value}, ensure_ascii=False).encode()})
+            sink.write(
+                {
+                    "__key__": f"{task}-{split}-{path.stem.replace('.', '_')}-{i}",
+                    "flac": _clip(rng),
+                    "json": json.dumps({key: value}, ensure_ascii=False).encode(),
+                }
+            )
 
 
 def write_suite_mirror(group: str = "all") -> list[TaskConfig]:

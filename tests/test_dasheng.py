@@ -27,9 +27,17 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers.audio_utils import mel_filter_bank
 
+from xares_fusion.constants import SAMPLE_RATE
 from xares_fusion.encoders import EncoderContractError, build_encoder, check_encoder
-from xares_fusion.encoders.dasheng import (HUB_IDS, SIZES, DashengCheckpointError, DashengEncoder, build_model,
-                                           load_dasheng, read_checkpoint)
+from xares_fusion.encoders.dasheng import (
+    HUB_IDS,
+    SIZES,
+    DashengCheckpointError,
+    DashengEncoder,
+    build_model,
+    load_dasheng,
+    read_checkpoint,
+)
 from xares_fusion.encoders.dasheng_frontend import DashengFrontEnd, power_to_db
 
 # The real front end and chunk settings, a small transformer.
@@ -42,8 +50,10 @@ SECONDS_25 = 400_000  # 25 s: 2501 mel frames -> 625 frames = 252 + 252 + a tail
 
 def _torchaudio_fbanks(n_freqs: int, f_min: float, f_max: float, n_mels: int, sample_rate: int) -> torch.Tensor:
     """torchaudio.functional.melscale_fbanks (HTK, no norm), in float32 as torchaudio computes it."""
+
     def hz_to_mel(f: float) -> float:
         return 2595.0 * math.log10(1.0 + f / 700.0)
+
     all_freqs = torch.linspace(0, sample_rate // 2, n_freqs)
     f_pts = 700.0 * (10 ** (torch.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2) / 2595.0) - 1.0)
     f_diff = f_pts[1:] - f_pts[:-1]
@@ -60,8 +70,18 @@ class _Spectrogram(nn.Module):
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         shape = waveform.shape
-        spec = torch.stft(waveform.reshape(-1, shape[-1]), self.n_fft, self.hop_length, self.win_length,
-                          self.window, self.center, "reflect", False, True, return_complex=True)
+        spec = torch.stft(
+            waveform.reshape(-1, shape[-1]),
+            self.n_fft,
+            self.hop_length,
+            self.win_length,
+            self.window,
+            self.center,
+            "reflect",
+            False,
+            True,
+            return_complex=True,
+        )
         return spec.reshape(shape[:-1] + spec.shape[-2:]).abs().pow(2.0)
 
 
@@ -75,14 +95,24 @@ class _MelScale(nn.Module):
 
 
 class _MelSpectrogram(nn.Module):
-    def __init__(self, sample_rate: int = 16000, n_fft: int = 400, win_length: int | None = None,
-                 hop_length: int | None = None, f_min: float = 0.0, f_max: float | None = None, n_mels: int = 128,
-                 center: bool = True, **unused: Any) -> None:
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        n_fft: int = 400,
+        win_length: int | None = None,
+        hop_length: int | None = None,
+        f_min: float = 0.0,
+        f_max: float | None = None,
+        n_mels: int = 128,
+        center: bool = True,
+        **unused: Any,
+    ) -> None:
         super().__init__()
         win_length = win_length or n_fft
         self.spectrogram = _Spectrogram(n_fft, win_length, hop_length or win_length // 2, center)
-        self.mel_scale = _MelScale(_torchaudio_fbanks(n_fft // 2 + 1, f_min, f_max or sample_rate // 2, n_mels,
-                                                      sample_rate))
+        self.mel_scale = _MelScale(
+            _torchaudio_fbanks(n_fft // 2 + 1, f_min, f_max or sample_rate // 2, n_mels, sample_rate)
+        )
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         return self.mel_scale(self.spectrogram(waveform))
@@ -151,13 +181,31 @@ def release_file(reference: nn.Module, tmp_path_factory: pytest.TempPathFactory)
 def _hub_dir(reference: nn.Module, root: Path, weights: str = "model.safetensors") -> Path:
     """The hub layout: config.json with encoder_kwargs, weights prefixed 'encoder.', no front-end buffers."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "config.json").write_text(json.dumps({"architectures": ["DashengModel"], "encoder_kwargs": TINY,
-                                                  "loss": "BCELoss", "model_type": "dasheng"}))
-    (root / "preprocessor_config.json").write_text(json.dumps({
-        "feature_extractor_type": "DashengFeatureExtractor", "feature_size": 64, "sampling_rate": 16000,
-        "f_min": 0, "f_max": 8000, "hop_size": 160, "win_size": 512, "n_fft": 512, "center": True}))
-    state = {f"encoder.{k}": v.clone().contiguous() for k, v in reference.state_dict().items()
-             if not k.startswith("front_end")}
+    (root / "config.json").write_text(
+        json.dumps(
+            {"architectures": ["DashengModel"], "encoder_kwargs": TINY, "loss": "BCELoss", "model_type": "dasheng"}
+        )
+    )
+    (root / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "feature_extractor_type": "DashengFeatureExtractor",
+                "feature_size": 64,
+                "sampling_rate": 16000,
+                "f_min": 0,
+                "f_max": 8000,
+                "hop_size": 160,
+                "win_size": 512,
+                "n_fft": 512,
+                "center": True,
+            }
+        )
+    )
+    state = {
+        f"encoder.{k}": v.clone().contiguous()
+        for k, v in reference.state_dict().items()
+        if not k.startswith("front_end")
+    }
     if weights == "model.safetensors.index.json":  # two shards, as save_pretrained writes large models
         names = sorted(state)
         shards = {"model-00001-of-00002.safetensors": names[:10], "model-00002-of-00002.safetensors": names[10:]}
@@ -190,11 +238,18 @@ def _batch(samples: list[int], seed: int = 2, scale: float = 0.1) -> tuple[torch
 
 def test_parity_filter_bank_is_the_htk_formula() -> None:
     ours = DashengFrontEnd().mel_fb
-    htk = mel_filter_bank(num_frequency_bins=257, num_mel_filters=64, min_frequency=0, max_frequency=8000,
-                          sampling_rate=16000, norm=None, mel_scale="htk")
+    htk = mel_filter_bank(
+        num_frequency_bins=257,
+        num_mel_filters=64,
+        min_frequency=0,
+        max_frequency=8000,
+        sampling_rate=SAMPLE_RATE,
+        norm=None,
+        mel_scale="htk",
+    )
     assert torch.equal(ours, torch.from_numpy(htk).float())
     # torchaudio's own float32 evaluation of the same formula rounds differently, by < 1e-5.
-    assert (ours - _torchaudio_fbanks(257, 0.0, 8000.0, 64, 16000)).abs().max() < 1e-5
+    assert (ours - _torchaudio_fbanks(257, 0.0, 8000.0, 64, SAMPLE_RATE)).abs().max() < 1e-5
     # By hand: filter m peaks at the HTK mel of (m + 1) / 65 of mel(8000 Hz) = 2840.02; filter 22 at
     # 1007.5 Hz, so FFT bin 32 (1000 Hz) sits on its rising edge at (1000 - 942.6) / (1007.5 - 942.6).
     centres = 700 * (10 ** (np.arange(1, 65) * 2595 * math.log10(1 + 8000 / 700) / 65 / 2595) - 1)
@@ -212,8 +267,15 @@ def _numpy_log_mel(audio: np.ndarray, pad_mode: str = "reflect") -> np.ndarray:
     padded = np.pad(audio, ((0, 0), (n_fft // 2, n_fft // 2)), mode=pad_mode)
     starts = hop * np.arange(1 + (padded.shape[-1] - n_fft) // hop)
     power = np.abs(np.fft.rfft(padded[:, starts[:, None] + np.arange(n_fft)] * window, axis=-1)) ** 2
-    fb = mel_filter_bank(num_frequency_bins=257, num_mel_filters=64, min_frequency=0, max_frequency=8000,
-                         sampling_rate=16000, norm=None, mel_scale="htk")
+    fb = mel_filter_bank(
+        num_frequency_bins=257,
+        num_mel_filters=64,
+        min_frequency=0,
+        max_frequency=8000,
+        sampling_rate=SAMPLE_RATE,
+        norm=None,
+        mel_scale="htk",
+    )
     db = 10 * np.log10(np.maximum(power @ fb, 1e-10))
     return np.maximum(db, db.max() - 120.0).transpose(0, 2, 1)
 
@@ -232,11 +294,11 @@ def test_parity_front_end_equals_the_computation_by_hand() -> None:
 def test_parity_pure_tone_lands_in_its_mel_bin() -> None:
     """1 kHz at amplitude 0.5 is FFT bin 32 exactly (32 periods per 512 samples): a periodic Hann
     window puts |X| = 0.5 · 256 / 2 = 64 there and 32 in bins 31 and 33, nothing elsewhere."""
-    t = torch.arange(16000, dtype=torch.float64) / 16000
+    t = torch.arange(SAMPLE_RATE, dtype=torch.float64) / SAMPLE_RATE
     db = DashengFrontEnd()(torch.sin(2 * math.pi * 1000 * t).float()[None] * 0.5)[0, :, 50]
     fb = DashengFrontEnd().mel_fb
     assert int(db.argmax()) == 22
-    expected = 10 * math.log10(float(fb[31:34, 22] @ torch.tensor([32.0 ** 2, 64.0 ** 2, 32.0 ** 2])))
+    expected = 10 * math.log10(float(fb[31:34, 22] @ torch.tensor([32.0**2, 64.0**2, 32.0**2])))
     assert db[22].item() == pytest.approx(expected, abs=1e-3)
     assert expected == pytest.approx(36.72, abs=0.01)
     assert db[40].item() < -60  # far from the tone only leakage of float rounding is left
@@ -375,8 +437,11 @@ def test_parity_official_mode_is_the_hub_model_code(reference: nn.Module, ours: 
         assert dropped.shape[1] == 252 and (dropped - _hub_code_forward(reference, exact)).abs().max() < 1e-5
         # Up to one chunk the hub, the package and its masked form without padding agree.
         short = front(audio[:1, :112_000])
-        same = [model(short, None, "hub")[0], model(short, None, "package")[0],
-                model(short, torch.tensor([175]), "package")[0]]
+        same = [
+            model(short, None, "hub")[0],
+            model(short, None, "package")[0],
+            model(short, torch.tensor([175]), "package")[0],
+        ]
         assert same[0].shape == (1, 175, 64)
         assert all((s - same[0]).abs().max() < 1e-5 for s in same[1:])
 
@@ -418,14 +483,19 @@ def test_hidden_states(release_file: Path) -> None:
 # --- checkpoints ---------------------------------------------------------------------------------
 
 
-def test_parity_both_layouts_load_strictly_and_agree(reference: nn.Module, release_file: Path, hub_dir: Path,
-                                              tmp_path: Path) -> None:
+def test_parity_both_layouts_load_strictly_and_agree(
+    reference: nn.Module, release_file: Path, hub_dir: Path, tmp_path: Path
+) -> None:
     audio, mask = _batch([20_000, 48_000])
     bin_dir = _hub_dir(reference, tmp_path / "bin", weights="pytorch_model.bin")
     sharded = _hub_dir(reference, tmp_path / "sharded", weights="model.safetensors.index.json")
     outputs = []
-    for source in (dict(checkpoint=str(release_file)), dict(model_name=str(hub_dir)), dict(checkpoint=str(bin_dir)),
-                   dict(model_name=str(sharded))):
+    for source in (
+        dict(checkpoint=str(release_file)),
+        dict(model_name=str(hub_dir)),
+        dict(checkpoint=str(bin_dir)),
+        dict(model_name=str(sharded)),
+    ):
         encoder = DashengEncoder(**source)
         with torch.no_grad():
             outputs.append(encoder(audio, mask)[0])
@@ -453,8 +523,9 @@ def test_corrupt_keys_are_named(reference: nn.Module, hub_dir: Path, tmp_path: P
     with pytest.raises(DashengCheckpointError, match=shape_message):
         DashengEncoder(checkpoint=str(path))
     flat = _hub_dir(reference, tmp_path / "flat")
-    save_file({k: v.contiguous() for k, v in state.items() if not k.startswith("front_end")},
-              str(flat / "model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in state.items() if not k.startswith("front_end")}, str(flat / "model.safetensors")
+    )
     with pytest.raises(DashengCheckpointError, match=r"hub layout .* unexpected keys 35 \(blocks.0.attn.proj.bias"):
         DashengEncoder(model_name=str(flat))
     with pytest.raises(DashengCheckpointError, match="no such file or directory"):
@@ -463,7 +534,7 @@ def test_corrupt_keys_are_named(reference: nn.Module, hub_dir: Path, tmp_path: P
 
 def test_release_front_end_buffers_are_checked(reference: nn.Module, tmp_path: Path) -> None:
     state = dict(reference.state_dict())
-    state["front_end.0.mel_scale.fb"] = _torchaudio_fbanks(257, 0.0, 7000.0, 64, 16000)
+    state["front_end.0.mel_scale.fb"] = _torchaudio_fbanks(257, 0.0, 7000.0, 64, SAMPLE_RATE)
     path = tmp_path / "other_front_end.pt"
     torch.save({"model": state, "config": dict(TINY)}, path)
     with pytest.raises(DashengCheckpointError, match="front_end.0.mel_scale.fb .* another mel front end"):
@@ -472,8 +543,11 @@ def test_release_front_end_buffers_are_checked(reference: nn.Module, tmp_path: P
 
 def test_named_sizes(release_file: Path) -> None:
     assert SIZES == {"base": (768, 12, 12), "0.6B": (1280, 32, 16), "1.2B": (1536, 40, 24)}
-    assert HUB_IDS == {"base": "mispeech/dasheng-base", "0.6B": "mispeech/dasheng-0.6B",
-                       "1.2B": "mispeech/dasheng-1.2B"}
+    assert HUB_IDS == {
+        "base": "mispeech/dasheng-base",
+        "0.6B": "mispeech/dasheng-0.6B",
+        "1.2B": "mispeech/dasheng-1.2B",
+    }
     with pytest.raises(EncoderContractError, match=r"not Dasheng-base \{'embed_dim': 768"):
         build_encoder("dasheng-base", {"checkpoint": str(release_file)})
     with pytest.raises(EncoderContractError, match=r"not Dasheng-1.2B"):
@@ -498,8 +572,13 @@ def test_parity_hub_load_draws_what_the_official_model_build_draws(release_file:
 
 def test_hub_id_offline_is_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty_cache")}
-    proc = subprocess.run([sys.executable, "-m", "xares_fusion.cli", "check-encoder", "dasheng-base"], env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "xares_fusion.cli", "check-encoder", "dasheng-base"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "could not load 'mispeech/dasheng-base'" in lines[0]

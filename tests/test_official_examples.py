@@ -41,13 +41,20 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor]:
     return audio, mask
 
 
-def test_export_model_writes_a_hugging_face_directory(exported_whisper_base: Path,
-                                                      capsys: pytest.CaptureFixture) -> None:
+def test_export_model_writes_a_hugging_face_directory(
+    exported_whisper_base: Path, capsys: pytest.CaptureFixture
+) -> None:
     from transformers import WhisperModel, WhisperProcessor
 
     names = {p.name for p in exported_whisper_base.iterdir()}
-    assert {"config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json",
-            "tokenizer_config.json", "generation_config.json"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    } <= names
     processor = WhisperProcessor.from_pretrained(exported_whisper_base)
     assert processor.tokenizer.convert_tokens_to_ids(["<|startoftranscript|>", "<|en|>"]) == [50258, 50259]
     model = WhisperModel.from_pretrained(exported_whisper_base)
@@ -56,13 +63,16 @@ def test_export_model_writes_a_hugging_face_directory(exported_whisper_base: Pat
     assert "exists and is not an empty directory" in capsys.readouterr().err
 
 
-def test_official_whisper_example_equals_builtin_official_example_mode(exported_whisper_base: Path,
-                                                                       capsys: pytest.CaptureFixture) -> None:
+def test_official_whisper_example_equals_builtin_official_example_mode(
+    exported_whisper_base: Path, capsys: pytest.CaptureFixture
+) -> None:
     example = str(EXAMPLES / "whisper_base.py")
     assert main(["check-encoder", example, "--encoder-args", f'{{"model_name": "{exported_whisper_base}"}}']) == 0
     assert "output_dim=512, valid frames for 1 s / 2 s clips = [25, 50]" in capsys.readouterr().out
     official = build_encoder(example, {"model_name": str(exported_whisper_base)}).eval()
-    builtin = build_encoder("whisper-base", {"model_name": str(exported_whisper_base), "trim": "official-example"}).eval()
+    builtin = build_encoder(
+        "whisper-base", {"model_name": str(exported_whisper_base), "trim": "official-example"}
+    ).eval()
     true_length = build_encoder("whisper-base", {"model_name": str(exported_whisper_base)}).eval()
     audio, mask = _batch()
     with torch.no_grad():
@@ -72,7 +82,7 @@ def test_official_whisper_example_equals_builtin_official_example_mode(exported_
     # Mel frames 100/250/400 -> the example keeps 25/63/100 frames of the 50/125/200 valid ones.
     assert expected_mask.sum(-1).tolist() == [25, 63, 100] == feature_mask.sum(-1).tolist()
     assert features.shape == expected.shape == (3, 100, 512)
-    torch.testing.assert_close(features, expected, rtol=0, atol=1e-5)   # padding frames included
+    torch.testing.assert_close(features, expected, rtol=0, atol=1e-5)  # padding frames included
     assert full_mask.sum(-1).tolist() == [50, 125, 200]
     torch.testing.assert_close(full[2, :100], expected[2], rtol=0, atol=1e-5)  # the same frames, then more
 
@@ -85,14 +95,22 @@ def test_official_dummy_encoder_is_refused_with_what_to_return(capsys: pytest.Ca
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("example,model,fix", [
-    ("whisper_base.py", "openai/whisper-base", "`xares-fusion export-model whisper-base-offline DIR`"),
-    ("dasheng_base.py", "mispeech/dasheng-base", "`xares-fusion export-model NAME DIR`"),
-])
+@pytest.mark.parametrize(
+    "example,model,fix",
+    [
+        ("whisper_base.py", "openai/whisper-base", "`xares-fusion export-model whisper-base-offline DIR`"),
+        ("dasheng_base.py", "mispeech/dasheng-base", "`xares-fusion export-model NAME DIR`"),
+    ],
+)
 def test_official_example_without_hub_fails_in_one_line(tmp_path: Path, example: str, model: str, fix: str) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty_cache")}
-    proc = subprocess.run([sys.executable, "-m", "xares_fusion.cli", "check-encoder", str(EXAMPLES / example)],
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "xares_fusion.cli", "check-encoder", str(EXAMPLES / example)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from suite_mirror import write_suite_mirror
+
 from xares_fusion.cli import main
 from xares_fusion.config import load_eval_tasks, load_recipe, load_task
 from xares_fusion.data.mixture import mixture_probabilities
@@ -17,19 +17,48 @@ from xares_fusion.data.shards import MissingDataError, expand_patterns, require_
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "xares_llm_official_configs.json"
 
-TRACK_A = {"asvspoof2015": "Accuracy", "cremad": "Accuracy", "esc-50": "Accuracy",
-           "fluentspeechcommands": "Accuracy", "freemusicarchive": "Accuracy", "fsd50k": "mAP",
-           "fsdkaggle2018": "mAP", "gtzan": "Accuracy", "libricount": "Accuracy", "nsynth": "Accuracy",
-           "speechcommandsv1": "Accuracy", "urbansound8k": "Accuracy", "vocalsound": "Accuracy",
-           "voxceleb1": "Accuracy", "voxlingua33": "Accuracy"}
+TRACK_A = {
+    "asvspoof2015": "Accuracy",
+    "cremad": "Accuracy",
+    "esc-50": "Accuracy",
+    "fluentspeechcommands": "Accuracy",
+    "freemusicarchive": "Accuracy",
+    "fsd50k": "mAP",
+    "fsdkaggle2018": "mAP",
+    "gtzan": "Accuracy",
+    "libricount": "Accuracy",
+    "nsynth": "Accuracy",
+    "speechcommandsv1": "Accuracy",
+    "urbansound8k": "Accuracy",
+    "vocalsound": "Accuracy",
+    "voxceleb1": "Accuracy",
+    "voxlingua33": "Accuracy",
+}
 TRACK_B = {"aishell-1": "iCER", "librispeech": "iWER", "clotho": "FENSE", "mecat": "DATE", "songdescriber": "FENSE"}
 
 # Seed 000, Table 2: sampling ratios (%) of the official "all" recipe.
-TABLE_2 = {"esc-50": 0.453, "speechcommandsv1": 6.154, "fluentspeechcommands": 2.717, "fsdkaggle2018": 2.378,
-           "voxceleb1": 4.529, "nsynth": 3.692, "aishell-1": 6.154, "cremad": 0.679, "songdescriber": 0.226,
-           "asvspoof2015": 2.038, "freemusicarchive": 7.246, "fsd50k": 1.019, "urbansound8k": 1.019,
-           "gtzan": 1.019, "vocalsound": 2.378, "clotho": 2.462, "librispeech": 6.154, "libricount": 0.453,
-           "voxlingua33": 24.615, "mecat": 24.615}
+TABLE_2 = {
+    "esc-50": 0.453,
+    "speechcommandsv1": 6.154,
+    "fluentspeechcommands": 2.717,
+    "fsdkaggle2018": 2.378,
+    "voxceleb1": 4.529,
+    "nsynth": 3.692,
+    "aishell-1": 6.154,
+    "cremad": 0.679,
+    "songdescriber": 0.226,
+    "asvspoof2015": 2.038,
+    "freemusicarchive": 7.246,
+    "fsd50k": 1.019,
+    "urbansound8k": 1.019,
+    "gtzan": 1.019,
+    "vocalsound": 2.378,
+    "clotho": 2.462,
+    "librispeech": 6.154,
+    "libricount": 0.453,
+    "voxlingua33": 24.615,
+    "mecat": 24.615,
+}
 
 
 def test_tracks_names_metrics_and_classes() -> None:
@@ -39,7 +68,7 @@ def test_tracks_names_metrics_and_classes() -> None:
         assert all(t.track == track and t.weight == 1.0 for t in tasks)
     assert load_task("fsd50k").metric_args == {"num_classes": 200}
     assert load_task("fsdkaggle2018").metric_args == {"num_classes": 41}
-    assert [t.name for t in load_eval_tasks("task1")[1]] == sorted(TRACK_A)   # alias of track_a
+    assert [t.name for t in load_eval_tasks("task1")[1]] == sorted(TRACK_A)  # alias of track_a
     assert [t.name for t in load_eval_tasks("task2")[1]] == [t.name for t in load_eval_tasks("track_b")[1]]
     assert len(load_eval_tasks("all")[1]) == 20
 
@@ -47,9 +76,10 @@ def test_tracks_names_metrics_and_classes() -> None:
 def test_single_task_variants_keep_their_own_names() -> None:
     suite, single = load_task("fsd50k"), load_task("fsd50k-single")
     assert len(expand_patterns(suite.eval.shards)) == 32 and expand_patterns(single.eval.shards) == [
-        "FSD50k/test/eval_with_text_000000.tar.gz"]
+        "FSD50k/test/eval_with_text_000000.tar.gz"
+    ]
     assert single.name != suite.name and single.identity() != suite.identity()
-    assert single.train == suite.train and single.prompt == suite.prompt          # inherited by 'extends'
+    assert single.train == suite.train and single.prompt == suite.prompt  # inherited by 'extends'
     assert load_task("nsynth-single").key_for("eval") == "text;caption;captions;label;labels"
     assert load_task("esc-50-single").key_for("train") == "text;caption;captions;label;labels"
     assert load_recipe("esc-50").data.mixture[0].task == "esc-50-single"
@@ -78,7 +108,10 @@ def test_all_recipe_reproduces_table_2() -> None:
 @pytest.mark.skipif(not REFERENCE.is_file(), reason="the shared reference configs are not beside this checkout")
 def test_tasks_match_the_official_configs() -> None:
     reference = json.loads(REFERENCE.read_text())
-    suite = {**reference["eval"]["task1/eval/eval_task1_config.yaml"], **reference["eval"]["task2/eval/eval_task2_config.yaml"]}
+    suite = {
+        **reference["eval"]["task1/eval/eval_task1_config.yaml"],
+        **reference["eval"]["task2/eval/eval_task2_config.yaml"],
+    }
     train = reference["train"]["all/train/all_train_config.yaml"]["datasets"]
     for name, official in suite.items():
         task = load_task(name.removeprefix("eval_"))
@@ -107,13 +140,14 @@ def test_missing_shards_name_the_fetch_command(tmp_path: Path, monkeypatch: pyte
     assert "Fix: xares-fusion fetch-data gtzan" in message
 
 
-def test_fetch_data_offline_lists_files_and_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                capsys: pytest.CaptureFixture) -> None:
+def test_fetch_data_offline_lists_files_and_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     monkeypatch.setenv("XARES_FUSION_DATA_HOME", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main(["fetch-data", "cremad"]) == 1
     err = capsys.readouterr().err
-    assert "8 file(s) could not be fetched" in err   # 6 train + 2 test shards and "Traceback" not in err
+    assert "8 file(s) could not be fetched" in err  # 6 train + 2 test shards and "Traceback" not in err
     assert str(tmp_path / "mispeech/xares_llm_data/CremaD/train/train_cremad_with_text_000000.tar.gz") in err
     assert "valid_cremad_with_text_000001.tar.gz" in err and "Fix: run `xares-fusion fetch-data cremad" in err
 
@@ -156,5 +190,5 @@ def test_whole_suite_runs_end_to_end(isolated_homes: dict, tmp_path: Path) -> No
     record = json.loads((out / "result.json").read_text())
     assert record["overall_unofficial"] is True
     clotho = pd.read_csv(out / "predictions_clotho.csv")
-    assert len(clotho) == 2 and clotho["index"].tolist() == [0, 0]   # two reference rows of one clip
+    assert len(clotho) == 2 and clotho["index"].tolist() == [0, 0]  # two reference rows of one clip
     assert all(len(pd.read_csv(out / f"predictions_{t.name}.csv")) <= 2 for t in tasks)

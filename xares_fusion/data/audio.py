@@ -10,13 +10,18 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from ..constants import SAMPLE_RATE
 from .resample import resample
 
 AUDIO_EXTENSIONS = ("flac", "wav", "mp3", "ogg", "opus", "sox", "m4a", "wma")
 
 
-def decode_audio(data: bytes, target_rate: int = 16000, crop_seconds: float | None = None,
-                 rng: np.random.Generator | None = None) -> tuple[np.ndarray, bool]:
+def decode_audio(
+    data: bytes,
+    target_rate: int = SAMPLE_RATE,
+    crop_seconds: float | None = None,
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, bool]:
     """Decode bytes to float32 mono at ``target_rate``; returns the audio and whether it was cropped.
 
     ``crop_seconds`` (training): a random window of at most that many seconds, taken before
@@ -44,4 +49,4 @@ def random_crop(audio: np.ndarray, max_samples: int, rng: np.random.Generator) -
     if audio.shape[-1] <= max_samples:
         return audio
     start = int(rng.integers(0, audio.shape[-1] - max_samples + 1))
-    return audio[start:start + max_samples]
+    return audio[start : start + max_samples]

@@ -12,6 +12,6 @@ def pad_audio(clips: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     audio = torch.zeros(len(clips), length, dtype=torch.float32)
     mask = torch.zeros(len(clips), length, dtype=torch.long)
     for i, clip in enumerate(clips):
-        audio[i, :clip.shape[-1]] = torch.from_numpy(clip)
-        mask[i, :clip.shape[-1]] = 1
+        audio[i, : clip.shape[-1]] = torch.from_numpy(clip)
+        mask[i, : clip.shape[-1]] = 1
     return audio, mask

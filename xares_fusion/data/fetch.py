@@ -45,7 +45,7 @@ def _remote_sizes(repo_id: str, names: list[str]) -> dict[str, int]:
 
     sizes: dict[str, int] = {}
     for start in range(0, len(names), 500):  # the paths-info endpoint takes batches
-        for info in HfApi().get_paths_info(repo_id, names[start:start + 500], repo_type="dataset"):
+        for info in HfApi().get_paths_info(repo_id, names[start : start + 500], repo_type="dataset"):
             if getattr(info, "size", None) is not None:
                 sizes[info.path] = int(info.size)
     return sizes
@@ -62,9 +62,10 @@ def fetch(tasks: list[TaskConfig], splits: tuple[str, ...] = ("train", "eval"), 
         base = repo_base(repo_id)
         try:
             sizes = _remote_sizes(repo_id, names)
-        except Exception as err:  # noqa: BLE001 - offline, DNS, HTTP: all mean "hub unreachable"
-            failures += [(base / n, f"hub unreachable: {type(err).__name__}") for n in names
-                         if not (base / n).is_file()]
+        except Exception as err:
+            failures += [
+                (base / n, f"hub unreachable: {type(err).__name__}") for n in names if not (base / n).is_file()
+            ]
             report.present += [base / n for n in names if (base / n).is_file()]
             continue
         for name in names:
@@ -76,9 +77,10 @@ def fetch(tasks: list[TaskConfig], splits: tuple[str, ...] = ("train", "eval"), 
                 report.present.append(path)
                 continue
             try:
-                hf_hub_download(repo_id, name, repo_type="dataset", local_dir=base,
-                                force_download=path.is_file())  # a complete-looking file of the wrong size
-            except Exception as err:  # noqa: BLE001
+                hf_hub_download(
+                    repo_id, name, repo_type="dataset", local_dir=base, force_download=path.is_file()
+                )  # a complete-looking file of the wrong size
+            except Exception as err:
                 failures.append((path, f"download failed: {type(err).__name__}: {err}"))
                 continue
             if path.stat().st_size != sizes[name]:
@@ -88,9 +90,10 @@ def fetch(tasks: list[TaskConfig], splits: tuple[str, ...] = ("train", "eval"), 
     if failures:
         shown = "\n  ".join(f"{p}  ({why})" for p, why in failures[:15])
         more = f"\n  ... and {len(failures) - 15} more" if len(failures) > 15 else ""
-        raise FetchError(f"{len(failures)} file(s) could not be fetched:\n  {shown}{more}\n"
-                         f"Fix: run `{command or 'xares-fusion fetch-data ...'}` on a machine that reaches the hub "
-                         f"(it resumes partial files), or copy the files to the paths above "
-                         f"(or point $XARES_DATA_HOME at a directory that holds them).")
+        raise FetchError(
+            f"{len(failures)} file(s) could not be fetched:\n  {shown}{more}\n"
+            f"Fix: run `{command or 'xares-fusion fetch-data ...'}` on a machine that reaches the hub "
+            f"(it resumes partial files), or copy the files to the paths above "
+            f"(or point $XARES_DATA_HOME at a directory that holds them)."
+        )
     return report
-

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from webdataset import filters as wds_filters
 
+from ..constants import SAMPLE_RATE
 from ..tokens import prompt_ids, target_ids
 from .batching import pad_audio
 from .samples import SkipCounter, iter_samples
@@ -70,9 +72,19 @@ class MixtureStream(torch.utils.data.IterableDataset):
     skipped-sample counts since its previous batch (``batch["skips"]``).
     """
 
-    def __init__(self, sources: list[TrainSource], batch_size: int, crop_seconds: float, sample_rate: int,
-                 seed: int, rank: int = 0, start_step: int = 0, shuffle_buffer: int = 256,
-                 sort_by_length: int = 128, length_key: Callable[[TrainExample], float] | None = None) -> None:
+    def __init__(
+        self,
+        sources: list[TrainSource],
+        batch_size: int,
+        crop_seconds: float,
+        sample_rate: int,
+        seed: int,
+        rank: int = 0,
+        start_step: int = 0,
+        shuffle_buffer: int = 256,
+        sort_by_length: int = 128,
+        length_key: Callable[[TrainExample], float] | None = None,
+    ) -> None:
         super().__init__()
         self.sources = sources
         self.batch_size = batch_size
@@ -83,14 +95,14 @@ class MixtureStream(torch.utils.data.IterableDataset):
         self.seed, self.rank, self.start_step = seed, rank, start_step
         self.shuffle_buffer = max(1, shuffle_buffer)
 
-    def _examples(self, source: TrainSource, counter: SkipCounter, rng: np.random.Generator
-                  ) -> Iterator[TrainExample]:
+    def _examples(self, source: TrainSource, counter: SkipCounter, rng: np.random.Generator) -> Iterator[TrainExample]:
         barren: set[int] = set()  # shards that gave no usable sample (a set that never yields is an error)
         while True:
             pick = int(rng.integers(len(source.shards)))
             produced = False
-            for sample in iter_samples([source.shards[pick]], source.key, counter, self.sample_rate,
-                                       crop_seconds=self.crop_seconds, rng=rng):
+            for sample in iter_samples(
+                [source.shards[pick]], source.key, counter, self.sample_rate, crop_seconds=self.crop_seconds, rng=rng
+            ):
                 if sample.audio is None:
                     continue
                 produced = True
@@ -101,8 +113,10 @@ class MixtureStream(torch.utils.data.IterableDataset):
                 continue
             barren.add(pick)
             if len(barren) == len(source.shards):
-                raise RuntimeError(f"training set '{source.task}' yielded no usable sample from "
-                                   f"{len(source.shards)} shards (skipped: {counter.as_dict()}).")
+                raise RuntimeError(
+                    f"training set '{source.task}' yielded no usable sample from "
+                    f"{len(source.shards)} shards (skipped: {counter.as_dict()})."
+                )
 
     def _mixed(self, counters: dict[str, SkipCounter], rng: np.random.Generator) -> Iterator[TrainExample]:
         """Each draw picks a dataset and takes its next ``batch_size`` examples: officially every
@@ -117,12 +131,14 @@ class MixtureStream(torch.utils.data.IterableDataset):
 
     def _batches(self, examples: Iterator[TrainExample]) -> Iterator[list[TrainExample]]:
         """Sort windows of ``sort_by_length`` examples, longest first, and cut them into batches."""
+
         def sorted_windows() -> Iterator[TrainExample]:
             while True:
                 window = [next(examples) for _ in range(self.sort_by_length)]
                 # list.sort is stable with reverse=True, as in the official _sort_by_length.
                 window.sort(key=self.length_key, reverse=True)
                 yield from window
+
         ordered = sorted_windows()
         while True:
             yield [next(ordered) for _ in range(self.batch_size)]
@@ -144,17 +160,25 @@ class MixtureStream(torch.utils.data.IterableDataset):
                 if delta or seen:
                     skips[task] = (seen, dict(counter.reasons - reported[task].reasons))
                     reported[task] = SkipCounter(counter.seen, counter.reasons.copy())
-            yield {"audio": audio, "audio_mask": mask, "prompts": [e.prompt for e in batch],
-                   "targets": [e.target for e in batch], "tasks": [e.task for e in batch],
-                   "keys": [e.key for e in batch], "cacheable": [not e.cropped for e in batch], "skips": skips}
+            yield {
+                "audio": audio,
+                "audio_mask": mask,
+                "prompts": [e.prompt for e in batch],
+                "targets": [e.target for e in batch],
+                "tasks": [e.task for e in batch],
+                "keys": [e.key for e in batch],
+                "cacheable": [not e.cropped for e in batch],
+                "skips": skips,
+            }
 
 
 class TokenLengthKey:
     """The official sort key of a training example: prompt tokens + target tokens (text + EOS)
-    + audio seconds (xares-llm ``create_dataloader``: ``len(input_ids) + samples / 16000``).
+    + audio seconds (xares-llm ``create_dataloader``: ``len(input_ids)`` plus the clip's samples
+    over the 16 kHz rate).
     A class rather than a closure so that loader worker processes can receive it."""
 
-    def __init__(self, tokenizer: Any, sample_rate: int = 16000) -> None:
+    def __init__(self, tokenizer: Any, sample_rate: int = SAMPLE_RATE) -> None:
         self.tokenizer, self.sample_rate = tokenizer, sample_rate
         self._prompt_lengths: dict[str, int] = {}
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterable, Iterator, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -44,7 +45,7 @@ def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
                 if not put(item):
                     return
             put(_DONE)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
+        except BaseException as exc:
             put(exc)
 
     thread = threading.Thread(target=produce, name="xares-prefetch", daemon=True)

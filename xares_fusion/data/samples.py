@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
+from ..constants import SAMPLE_RATE
 from .audio import AUDIO_EXTENSIONS, decode_audio
 
 DEFAULT_TEXT_KEYS = ("captions", "caption", "text")
@@ -45,10 +47,6 @@ class SkipCounter:
     @property
     def skipped(self) -> int:
         return sum(self.reasons.values())
-
-    def merge(self, other: "SkipCounter") -> None:
-        self.seen += other.seen
-        self.reasons.update(other.reasons)
 
     def as_dict(self) -> dict[str, Any]:
         return {"seen": self.seen, "skipped": self.skipped, "reasons": dict(self.reasons)}
@@ -106,13 +104,20 @@ def _raw_samples(path: Path, counter: SkipCounter) -> Iterator[dict[str, Any]]:
         return True
 
     with open(path, "rb") as stream:
-        yield from group_by_keys(tar_file_expander([{"url": str(path), "stream": stream}], handler=handler),
-                                 handler=handler)
+        yield from group_by_keys(
+            tar_file_expander([{"url": str(path), "stream": stream}], handler=handler), handler=handler
+        )
 
 
-def iter_samples(paths: list[Path], key: str | None, counter: SkipCounter, sample_rate: int = 16000,
-                 owns: Callable[[int], bool] | None = None, crop_seconds: float | None = None,
-                 rng: np.random.Generator | None = None) -> Iterator[Sample]:
+def iter_samples(
+    paths: list[Path],
+    key: str | None,
+    counter: SkipCounter,
+    sample_rate: int = SAMPLE_RATE,
+    owns: Callable[[int], bool] | None = None,
+    crop_seconds: float | None = None,
+    rng: np.random.Generator | None = None,
+) -> Iterator[Sample]:
     """Samples of the given shards in order; ``Sample.index`` numbers the labelled ones.
 
     ``crop_seconds`` with ``rng`` (training only): each clip is randomly cropped to at most that
@@ -137,10 +142,15 @@ def iter_samples(paths: list[Path], key: str | None, counter: SkipCounter, sampl
         if not clean or audio_name is None:
             if mine:
                 counter.seen += 1
-                counter.skip("no audio file" if audio_name is None else
-                             "unreadable json" if meta is None else
-                             CORRUPT_TEXT if texts else
-                             f"no label under '{key}' or {'/'.join(DEFAULT_TEXT_KEYS)}")
+                counter.skip(
+                    "no audio file"
+                    if audio_name is None
+                    else "unreadable json"
+                    if meta is None
+                    else CORRUPT_TEXT
+                    if texts
+                    else f"no label under '{key}' or {'/'.join(DEFAULT_TEXT_KEYS)}"
+                )
             continue
         if mine and len(clean) < len(texts):
             counter.skip(f"{CORRUPT_TEXT} (one of several references; the others are used)")
@@ -153,7 +163,7 @@ def iter_samples(paths: list[Path], key: str | None, counter: SkipCounter, sampl
         counter.seen += 1
         try:
             audio, sample.cropped = decode_audio(raw[audio_name], sample_rate, crop_seconds, rng)
-        except Exception:  # noqa: BLE001 - any decoder failure means this one clip is unusable
+        except Exception:
             audio = None
             counter.skip("undecodable audio")
         if audio is not None and audio.size == 0:

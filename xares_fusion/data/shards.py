@@ -73,8 +73,10 @@ def fix_command(spec: DataSpec, task_name: str) -> str:
     if spec.generator:
         return f"xares-fusion make-{spec.generator}"
     if spec.repo_id:
-        return (f"xares-fusion fetch-data {task_name}   (downloads from the hub dataset repo "
-                f"'{spec.repo_id}'; or point $XARES_DATA_HOME at an existing copy)")
+        return (
+            f"xares-fusion fetch-data {task_name}   (downloads from the hub dataset repo "
+            f"'{spec.repo_id}'; or point $XARES_DATA_HOME at an existing copy)"
+        )
     return f"fix the shard paths of task '{task_name}' (they are relative to the working directory)"
 
 
@@ -87,5 +89,6 @@ def require_shards(spec: DataSpec, task_name: str, split: str) -> list[Path]:
         raise MissingDataError(
             f"task '{task_name}' ({split}): {len(resolved.missing)} of {len(resolved.paths)} shard files "
             f"are missing under {resolved.base}:\n  {shown}{more}\n"
-            f"Fix: {fix_command(spec, task_name)}")
+            f"Fix: {fix_command(spec, task_name)}"
+        )
     return resolved.paths

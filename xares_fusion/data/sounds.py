@@ -6,28 +6,28 @@ seed; all return float32 mono audio at 16 kHz, roughly unit peak before mixing.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from scipy.signal import butter, sosfilt
 
-SR = 16000
+from ..constants import SAMPLE_RATE
 
 
 def _t(seconds: float) -> np.ndarray:
-    return np.arange(int(seconds * SR)) / SR
+    return np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
 
 
 def _envelope(n: int, attack: float, release: float) -> np.ndarray:
     env = np.ones(n)
-    a, r = max(1, int(attack * SR)), max(1, int(release * SR))
+    a, r = max(1, int(attack * SAMPLE_RATE)), max(1, int(release * SAMPLE_RATE))
     env[:a] = np.linspace(0, 1, a)
     env[-r:] *= np.linspace(1, 0, r)
     return env
 
 
 def _band(noise: np.ndarray, low: float, high: float) -> np.ndarray:
-    sos = butter(4, [low, min(high, SR / 2 - 100)], btype="bandpass", fs=SR, output="sos")
+    sos = butter(4, [low, min(high, SAMPLE_RATE / 2 - 100)], btype="bandpass", fs=SAMPLE_RATE, output="sos")
     return sosfilt(sos, noise)
 
 
@@ -37,8 +37,10 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 # -- instruments: harmonic recipes ------------------------------------------------------------
 
-def _note(rng: np.random.Generator, seconds: float, harmonics: list[float], vibrato: float, decay: float,
-          attack: float) -> np.ndarray:
+
+def _note(
+    rng: np.random.Generator, seconds: float, harmonics: list[float], vibrato: float, decay: float, attack: float
+) -> np.ndarray:
     f0 = 220.0 * 2 ** (rng.integers(-12, 13) / 12)  # a random note within two octaves
     t = _t(seconds)
     phase = 2 * np.pi * f0 * t + vibrato * np.sin(2 * np.pi * 5.5 * t)
@@ -53,12 +55,12 @@ INSTRUMENTS: dict[str, Callable[[np.random.Generator, float], np.ndarray]] = {
     "violin": lambda r, s: _note(r, s, [1 / k for k in range(1, 12)], vibrato=1.2, decay=0, attack=0.15),
     "piano": lambda r, s: _note(r, s, [1, 0.6, 0.35, 0.2, 0.1], vibrato=0, decay=3.0, attack=0.005),
     "organ": lambda r, s: _note(r, s, [1, 1, 0.8, 0.6, 0.6, 0.4, 0.4, 0.3], vibrato=0, decay=0, attack=0.02),
-    "trumpet": lambda r, s: _note(r, s, [0.6, 1, 0.9, 0.7, 0.5, 0.35, 0.25, 0.15], vibrato=0.3, decay=0.3,
-                                  attack=0.03),
+    "trumpet": lambda r, s: _note(r, s, [0.6, 1, 0.9, 0.7, 0.5, 0.35, 0.25, 0.15], vibrato=0.3, decay=0.3, attack=0.03),
 }
 
 
 # -- scenes: textures ---------------------------------------------------------------------------
+
 
 def _rain(rng: np.random.Generator, s: float) -> np.ndarray:
     n = len(_t(s))
@@ -82,7 +84,7 @@ def _birds(rng: np.random.Generator, s: float) -> np.ndarray:
         d = rng.uniform(0.05, 0.15)
         seg = (t >= start) & (t < start + d)
         f = np.linspace(rng.uniform(2500, 4000), rng.uniform(3000, 6000), seg.sum())
-        out[seg] += np.sin(2 * np.pi * np.cumsum(f) / SR) * np.hanning(seg.sum())
+        out[seg] += np.sin(2 * np.pi * np.cumsum(f) / SAMPLE_RATE) * np.hanning(seg.sum())
     return _normalise(out)
 
 
@@ -100,11 +102,16 @@ def _machine(rng: np.random.Generator, s: float) -> np.ndarray:
 
 
 SCENES: dict[str, Callable[[np.random.Generator, float], np.ndarray]] = {
-    "rain": _rain, "traffic": _traffic, "birds": _birds, "wind": _wind, "machine": _machine,
+    "rain": _rain,
+    "traffic": _traffic,
+    "birds": _birds,
+    "wind": _wind,
+    "machine": _machine,
 }
 
 
 # -- events: short sounds placed in a clip ------------------------------------------------------
+
 
 def _bell(rng: np.random.Generator) -> np.ndarray:
     t = _t(0.8)
@@ -119,24 +126,29 @@ def _beep(rng: np.random.Generator) -> np.ndarray:
 
 
 def _knock(rng: np.random.Generator) -> np.ndarray:
-    hit = _band(rng.standard_normal(int(0.04 * SR)), 100, 900) * np.exp(-np.arange(int(0.04 * SR)) / 120)
-    gap = np.zeros(int(rng.uniform(0.12, 0.2) * SR))
+    n = int(0.04 * SAMPLE_RATE)
+    hit = _band(rng.standard_normal(n), 100, 900) * np.exp(-np.arange(n) / 120)
+    gap = np.zeros(int(rng.uniform(0.12, 0.2) * SAMPLE_RATE))
     return _normalise(np.concatenate([hit, gap, hit, gap, hit]))
 
 
 def _siren(rng: np.random.Generator) -> np.ndarray:
     t = _t(1.0)
     f = 900 + 300 * np.sin(2 * np.pi * rng.uniform(1.5, 3) * t)
-    return _normalise(np.sin(2 * np.pi * np.cumsum(f) / SR) * _envelope(len(t), 0.05, 0.05))
+    return _normalise(np.sin(2 * np.pi * np.cumsum(f) / SAMPLE_RATE) * _envelope(len(t), 0.05, 0.05))
 
 
 def _clap(rng: np.random.Generator) -> np.ndarray:
-    n = int(0.08 * SR)
+    n = int(0.08 * SAMPLE_RATE)
     return _normalise(_band(rng.standard_normal(n), 700, 6000) * np.exp(-np.arange(n) / 300))
 
 
 EVENTS: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
-    "bell": _bell, "beep": _beep, "knock": _knock, "siren": _siren, "clap": _clap,
+    "bell": _bell,
+    "beep": _beep,
+    "knock": _knock,
+    "siren": _siren,
+    "clap": _clap,
 }
 
 

@@ -18,6 +18,8 @@ from math import gcd
 import numpy as np
 from scipy.signal import resample_poly
 
+from ..constants import SAMPLE_RATE
+
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _ESPEAK_RATE, _ESPEAK_PITCH, _ESPEAK_RANGE = 1, 3, 4
 _ESPEAK_CHARS_UTF8 = 1
@@ -31,25 +33,27 @@ class SpeechUnavailable(RuntimeError):
 class Espeak:
     """One eSpeak NG engine per process (the library is a global singleton)."""
 
-    _instance: "Espeak | None" = None
+    _instance: Espeak | None = None
 
     def __init__(self) -> None:
         try:
             import espeakng_loader
         except ImportError as err:
-            raise SpeechUnavailable("speech synthesis needs the 'espeakng-loader' package "
-                                    "(pip install espeakng-loader).") from err
+            raise SpeechUnavailable(
+                "speech synthesis needs the 'espeakng-loader' package (pip install espeakng-loader)."
+            ) from err
         self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
         self._chunks: list[np.ndarray] = []
         self._callback = _CALLBACK(self._collect)  # keep a reference: the C side holds a pointer
-        self.sample_rate = self._lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0,
-                                                       espeakng_loader.get_data_path().encode(), 0)
+        self.sample_rate = self._lib.espeak_Initialize(
+            _AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0
+        )
         if self.sample_rate <= 0:
             raise SpeechUnavailable("espeak_Initialize failed.")
         self._lib.espeak_SetSynthCallback(self._callback)
 
     @classmethod
-    def get(cls) -> "Espeak":
+    def get(cls) -> Espeak:
         if cls._instance is None:
             cls._instance = cls()
         return cls._instance
@@ -59,8 +63,16 @@ class Espeak:
             self._chunks.append(np.ctypeslib.as_array(samples, shape=(count,)).copy())
         return 0
 
-    def say(self, text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50, pitch_range: int = 50,
-            sample_rate: int = 16000, seed: int = 0) -> np.ndarray:
+    def say(
+        self,
+        text: str,
+        voice: str = "en-us",
+        rate: int = 175,
+        pitch: int = 50,
+        pitch_range: int = 50,
+        sample_rate: int = SAMPLE_RATE,
+        seed: int = 0,
+    ) -> np.ndarray:
         """Float32 mono audio of ``text`` spoken by ``voice`` (e.g. 'en-us', 'de', 'cmn', 'en+f3')."""
         self._lib.espeak_ng_SetRandSeed(ctypes.c_long(seed))
         if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
@@ -70,8 +82,9 @@ class Espeak:
         self._lib.espeak_SetParameter(_ESPEAK_RANGE, int(pitch_range), 0)
         self._chunks = []
         data = text.encode("utf-8")
-        self._lib.espeak_Synth(ctypes.c_char_p(data), ctypes.c_size_t(len(data) + 1), 0, 0, 0,
-                               _ESPEAK_CHARS_UTF8, None, None)
+        self._lib.espeak_Synth(
+            ctypes.c_char_p(data), ctypes.c_size_t(len(data) + 1), 0, 0, 0, _ESPEAK_CHARS_UTF8, None, None
+        )
         self._lib.espeak_Synchronize()
         audio = (np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)).astype(np.float32) / 32768
         g = gcd(self.sample_rate, sample_rate)

@@ -10,15 +10,15 @@ Three label formats are covered, as in the real suite:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+from ..constants import SAMPLE_RATE
 from .shard_writer import build_once, write_shard
 
-SAMPLE_RATE = 16000
 VERSION = 1
 PITCHES = {"low": (180.0, 320.0), "mid": (600.0, 1000.0), "high": (2000.0, 3400.0)}
 
@@ -77,20 +77,33 @@ TASKS: dict[str, Callable[[np.random.Generator], tuple[np.ndarray, dict]]] = {
 }
 
 
-def make_synthetic(root: Path, seed: int = 0, sizes: SyntheticSizes | None = None, force: bool = False) -> Path:
-    """Write every synthetic task under ``root/<task>/`` (train-NNN.tar, test-NNN.tar).
+def make_synthetic(
+    root: Path,
+    seed: int = 0,
+    sizes: SyntheticSizes | None = None,
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """Write every synthetic task under ``root/<task>/`` (train-NNN.tar, test-NNN.tar), calling
+    ``progress(task)`` before each.
 
     Skips the work when ``root`` already holds shards made with the same version, seed and sizes.
     """
     sizes = sizes or SyntheticSizes()
 
-    def build() -> None:
+    def build(directory: Path) -> None:
         for t, (task, make) in enumerate(TASKS.items()):
-            for split, shards, per_shard in (("train", sizes.train_shards, sizes.train_per_shard),
-                                             ("test", sizes.test_shards, sizes.test_per_shard)):
+            if progress is not None:
+                progress(task)
+            for split, shards, per_shard in (
+                ("train", sizes.train_shards, sizes.train_per_shard),
+                ("test", sizes.test_shards, sizes.test_per_shard),
+            ):
                 for s in range(shards):
                     rng = np.random.default_rng([seed, t, 0 if split == "train" else 1, s])
-                    write_shard(root / task / f"{split}-{s:03d}.tar",
-                                ((f"{task}-{split}{s}-{i:05d}", *make(rng)) for i in range(per_shard)))
+                    write_shard(
+                        directory / task / f"{split}-{s:03d}.tar",
+                        ((f"{task}-{split}{s}-{i:05d}", *make(rng)) for i in range(per_shard)),
+                    )
 
     return build_once(root, {"version": VERSION, "seed": seed, "sizes": asdict(sizes)}, build, force)

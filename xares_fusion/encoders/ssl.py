@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoFeatureExtractor, AutoModel
 
+from ..constants import SAMPLE_RATE
 from ..registry import register_encoder
 from .masking import lengths_to_mask, sample_lengths
 
@@ -29,7 +30,7 @@ class SSLEncoder(torch.nn.Module):
         config = self.model.config
         self.output_dim = config.hidden_size
         self.layer, self.output_hidden_states = layer, output_hidden_states
-        self.frame_rate = 16000 / float(torch.tensor(config.conv_stride).prod())
+        self.frame_rate = SAMPLE_RATE / float(torch.tensor(config.conv_stride).prod())
         self.uses_attention_mask = getattr(config, "feat_extract_norm", "layer") == "layer"
         try:
             self.normalize = bool(AutoFeatureExtractor.from_pretrained(model_name).do_normalize)
@@ -37,8 +38,9 @@ class SSLEncoder(torch.nn.Module):
             self.normalize = True
         self.hidden_states: list[torch.Tensor] | None = None
 
-    def forward(self, audio: torch.Tensor, audio_attention_mask: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, audio: torch.Tensor, audio_attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = sample_lengths(audio, audio_attention_mask)
         sample_mask = lengths_to_mask(lengths, audio.shape[-1]).to(audio.dtype)
         x = audio.float() * sample_mask

@@ -17,6 +17,7 @@ import torch
 from huggingface_hub import try_to_load_from_cache
 from transformers import WhisperFeatureExtractor, WhisperModel
 
+from ..constants import SAMPLE_RATE
 from ..registry import register_encoder
 from .masking import lengths_to_mask, pool_frames, sample_lengths
 
@@ -62,8 +63,14 @@ class WhisperEncoder(torch.nn.Module):
             leaves the padding frames' features as the encoder computed them (docs/parity.md).
     """
 
-    def __init__(self, model_name: str = "openai/whisper-base", pool: int = 1, pad_to_30s: bool = True,
-                 output_hidden_states: bool = False, trim: str = "true-length") -> None:
+    def __init__(
+        self,
+        model_name: str = "openai/whisper-base",
+        pool: int = 1,
+        pad_to_30s: bool = True,
+        output_hidden_states: bool = False,
+        trim: str = "true-length",
+    ) -> None:
         super().__init__()
         if pool < 1:
             raise ValueError(f"pool must be >= 1, got {pool}")
@@ -76,13 +83,19 @@ class WhisperEncoder(torch.nn.Module):
         self.trim = trim
         self.frame_rate = 50.0 / pool
         self.hidden_states: list[torch.Tensor] | None = None
+
     def _mel(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         clips = [a[:n].float().cpu().numpy() for a, n in zip(audio, lengths.tolist())]
         padding = "max_length" if self.pad_to_30s else "longest"
         # The log-mel runs in torch on the audio's device (GPU in real runs), not on the CPU.
-        mel = self.feature_extractor(clips, sampling_rate=16000, return_tensors="pt", padding=padding,
-                                     pad_to_multiple_of=None if self.pad_to_30s else 2,
-                                     device=str(audio.device)).input_features
+        mel = self.feature_extractor(
+            clips,
+            sampling_rate=SAMPLE_RATE,
+            return_tensors="pt",
+            padding=padding,
+            pad_to_multiple_of=None if self.pad_to_30s else 2,
+            device=str(audio.device),
+        ).input_features
         return mel.to(audio.device, dtype=next(self.model.parameters()).dtype)
 
     def _encode(self, mel: torch.Tensor) -> list[torch.Tensor]:
@@ -109,8 +122,9 @@ class WhisperEncoder(torch.nn.Module):
         valid = (mel_lengths - 1) // 2 + 1
         return (valid - 1) // 2 + 1 if self.trim == "official-example" else valid
 
-    def forward(self, audio: torch.Tensor, audio_attention_mask: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, audio: torch.Tensor, audio_attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = sample_lengths(audio, audio_attention_mask)
         valid = self.valid_frames(lengths)
         states = self._encode(self._mel(audio, lengths))

