@@ -98,3 +98,17 @@ def test_importing_metrics_pulls_no_torch_or_sklearn(module: str) -> None:
     code = f"import sys, {module}; print(sorted({{'torch', 'sklearn'}} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_plugin_metric_declares_its_direction_when_it_registers() -> None:
+    """Directions come from registration, so a plugin's metric (registered after import, in any
+    order with other tests) is never without one; an error rate registers as lower-is-better."""
+    from xares_fusion.registry import METRICS, register_metric
+
+    register_metric("test-error-rate", higher_is_better=False)(lambda predictions, references: 0.0)
+    try:
+        assert higher_is_better("test-error-rate") is False
+        assert set(HIGHER_IS_BETTER) == set(metric_names())
+    finally:
+        METRICS._items.pop("test-error-rate", None)
+        HIGHER_IS_BETTER.pop("test-error-rate", None)

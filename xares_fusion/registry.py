@@ -106,7 +106,24 @@ LLMS = Registry("LLM")
 
 register_encoder = ENCODERS.register
 register_projector = PROJECTORS.register
-register_metric = METRICS.register
+METRIC_DIRECTIONS: dict[str, bool] = {}
+"""Per registered metric: True when a larger score is better (declared by :func:`register_metric`)."""
+
+
+def register_metric(name: str, higher_is_better: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register ``fn(predictions, references, **metric_args) -> float`` as metric ``name``, with its
+    direction (the leaderboard marks each row's best value by it; every official score is
+    higher-is-better)."""
+    register = METRICS.register(name)
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        registered = register(fn)
+        METRIC_DIRECTIONS[name] = higher_is_better
+        return registered
+
+    return decorate
+
+
 register_llm = LLMS.register
 
 

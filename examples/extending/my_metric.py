@@ -16,7 +16,7 @@ from xares_fusion.metrics import normalize_text
 from xares_fusion.registry import register_metric
 
 
-@register_metric("TokenF1")
+@register_metric("TokenF1", higher_is_better=True)
 def token_f1(predictions: list[str], references: list[str], empty_score: float = 1.0) -> float:
     """Mean over rows of the F1 of the bags of words (2 |p & r| / (|p| + |r|)).
 

@@ -13,27 +13,18 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from ..registry import METRICS
+from ..registry import METRIC_DIRECTIONS, METRICS
 from . import caption, official  # noqa: F401  (importing them registers their metrics)
 from .normalize import normalize_text
 
 log = logging.getLogger("xares_fusion")
 _warned: set[str] = set()
 
-# Direction of every registered metric (the leaderboard marks the best value of a row with it).
-# Every official score is higher-is-better, error rates included: iWER and iCER are
-# max(0, 1 - corpus WER/CER) in the official metrics.py, and the official Overall averages the
-# scores as they are, so a lower WER raises both.
-HIGHER_IS_BETTER: dict[str, bool] = {
-    "Accuracy": True,
-    "mAP": True,
-    "iWER": True,
-    "iCER": True,
-    "FENSE": True,
-    "DATE": True,
-    caption.FENSE_PROXY: True,
-    caption.DATE_PROXY: True,
-}
+# Direction of every registered metric, declared where it registers (`register_metric`). Every
+# official score is higher-is-better, error rates included: iWER and iCER are max(0, 1 - corpus
+# WER/CER) in the official metrics.py, and the official Overall averages the scores as they are, so
+# a lower WER raises both.
+HIGHER_IS_BETTER = METRIC_DIRECTIONS
 
 
 def higher_is_better(name: str) -> bool:
@@ -41,8 +32,8 @@ def higher_is_better(name: str) -> bool:
     METRICS.get(name)  # unknown names fail here, with suggestions
     if name not in HIGHER_IS_BETTER:
         raise ValueError(
-            f"metric {name!r} is registered without a direction; add it to "
-            f"xares_fusion.metrics.HIGHER_IS_BETTER (True when a larger score is better)."
+            f"metric {name!r} is registered without a direction; register it with "
+            f"xares_fusion.registry.register_metric(name, higher_is_better=...)."
         )
     return HIGHER_IS_BETTER[name]
 
