@@ -207,3 +207,25 @@ def test_spectral_encoders_stay_fp32_under_fp16_autocast(name: str) -> None:
         features, features_mask = encoder(audio, mask)
     assert features.dtype == torch.float32 and torch.isfinite(features).all()
     assert torch.equal(features, reference) and torch.equal(features_mask, ref_mask)
+
+
+def test_logmel_offset_shifts_every_valid_frame_and_keeps_whisper_scaling_by_default() -> None:
+    """(log10(mel) + offset) / 4: offset 4 is Whisper's scaling (the default); another offset moves
+    every valid frame by (offset - 4) / 4 and leaves padding at zero."""
+    audio = torch.randn(2, 16000, generator=torch.Generator().manual_seed(1)) * 0.1
+    mask = torch.ones(2, 16000, dtype=torch.long)
+    audio[1, 8000:], mask[1, 8000:] = 0, 0
+    default, valid = build_encoder("logmel")(audio, mask)
+    centred, centred_valid = build_encoder("logmel", {"offset": 2.6})(audio, mask)
+    assert torch.equal(valid, centred_valid)
+    expected = (default - 0.35) * valid[..., None]
+    torch.testing.assert_close(centred, expected, atol=1e-6, rtol=0)
+    mel = torch.einsum(
+        "fm,bft->btm",
+        build_encoder("logmel").filters,
+        torch.stft(
+            audio, 400, 160, window=torch.hann_window(400), center=True, pad_mode="constant", return_complex=True
+        ).abs()
+        ** 2,
+    )
+    torch.testing.assert_close(default[0], (mel[0].clamp(min=1e-10).log10() + 4.0) / 4.0, atol=1e-5, rtol=0)
