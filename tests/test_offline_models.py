@@ -127,3 +127,31 @@ def test_built_model_builds_once_and_keeps_a_concurrent_finishers_copy(
 def test_installed_package_dir_finds_a_package_without_importing_it() -> None:
     assert installed_package_dir("xares_fusion") == Path(xares_fusion.__file__).parent
     assert installed_package_dir("no_such_package_xyz") is None
+
+
+def test_a_first_use_build_leaves_the_callers_random_streams_as_they_were(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Converting a checkpoint constructs a model, which draws random initial weights before loading.
+    A run that triggers the build must then draw the same trainable initial weights as a run on a
+    machine where the model was already built (the demo's Whisper column differed between the two)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    monkeypatch.setenv("XARES_FUSION_CACHE", str(tmp_path))
+
+    def drawing_build(directory: Path) -> None:
+        torch.randn(1000), np.random.rand(10), random.random()
+        (directory / "config.json").write_text("{}")
+
+    def draws() -> tuple:
+        return torch.randn(3).tolist(), np.random.rand(3).tolist(), random.random()
+
+    for name in ("first-use-v1", "first-use-v1"):  # built on the first call, reused on the second
+        torch.manual_seed(0), np.random.seed(0), random.seed(0)
+        built_model(name, drawing_build)
+        after = draws()
+        torch.manual_seed(0), np.random.seed(0), random.seed(0)
+        assert after == draws()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import random
 import shutil
+import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -46,17 +49,47 @@ def stage_directory(target: Path, fill: Callable[[Path], None]) -> Path:
     return target
 
 
+@contextmanager
+def preserved_random_state() -> Iterator[None]:
+    """Run a block without changing the caller's random streams (Python's, numpy's and torch's,
+    CPU and initialised CUDA devices), whatever the block draws.
+
+    A first-use build (converting a checkpoint constructs a model, which initialises weights at
+    random before loading them) must not move the seeded streams of the run that asked for it:
+    otherwise a run's trainable initial weights would depend on whether the model was already
+    built on that machine. torch is only touched when the caller has imported it.
+    """
+    python_state = random.getstate()
+    numpy = sys.modules.get("numpy")
+    numpy_state = numpy.random.get_state() if numpy is not None else None
+    torch = sys.modules.get("torch")
+    torch_state = torch.random.get_rng_state() if torch is not None else None
+    cuda_states = torch.cuda.get_rng_state_all() if torch is not None and torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        if numpy_state is not None:
+            numpy.random.set_state(numpy_state)
+        if torch_state is not None:
+            torch.random.set_rng_state(torch_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
 def built_directory(target: Path, build: Callable[[Path], None], complete: Callable[[Path], bool]) -> Path:
     """``target``, built by ``build(directory)`` unless ``complete(target)`` says it already is.
 
     The build goes through :func:`stage_directory`, so an interrupted build leaves nothing that
     looks complete, and concurrent processes (one per GPU) each either build or reuse, never read
-    a half-written copy: a process that loses the race to rename keeps the winner's copy.
+    a half-written copy: a process that loses the race to rename keeps the winner's copy. It runs
+    under :func:`preserved_random_state`, so building leaves the caller's random streams as they were.
     """
     if complete(target):
         return target
     try:
-        return stage_directory(target, build)
+        with preserved_random_state():
+            return stage_directory(target, build)
     except OSError:
         if not complete(target):  # not a concurrent finisher: a real failure
             raise
