@@ -191,6 +191,20 @@ def test_interrupted_run_resumes(recipe: Path, synthetic_root: Path, tmp_path: P
     assert (out / "COMPLETE.json").is_file() and record["tasks"][0]["score"] >= 0.9
 
 
+def _run_two_processes(recipe: Path, out: Path, max_steps: int) -> None:
+    """`run logmel RECIPE tones` on two CPU processes (torch.distributed.run, gloo) into ``out``."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "xares_fusion.cli"]
+    command += ["run", "logmel", str(recipe), "tones", "--output-dir", str(out), "--max-steps", str(max_steps)]
+    proc = subprocess.run(
+        command + ["--no-progress"],
+        env={**os.environ, "ACCELERATE_USE_CPU": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def test_two_processes_evaluate_every_row_once_with_the_same_scores(
     recipe: Path, synthetic_root: Path, tmp_path: Path
 ) -> None:
@@ -209,28 +223,7 @@ def test_two_processes_evaluate_every_row_once_with_the_same_scores(
     shutil.rmtree(out / "scores")
     for path in out.glob("predictions_*.csv"):
         path.unlink()
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "xares_fusion.cli",
-        "run",
-        "logmel",
-        str(recipe),
-        "tones",
-        "--output-dir",
-        str(out),
-        "--max-steps",
-        "40",
-        "--no-progress",
-    ]
-    proc = subprocess.run(
-        command, env={**os.environ, "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _run_two_processes(recipe, out, 40)
     assert "processes 2" in (out / "log.txt").read_text()  # both ranks took part
     one = pd.read_csv(trained / "predictions_tones.csv")
     two = pd.read_csv(out / "predictions_tones.csv")
@@ -249,28 +242,7 @@ def test_parity_two_processes_train_on_one_schedule_and_evaluate_every_row_once(
     step per optimiser step, not one per process), rank 0 alone writes checkpoints; the model
     learns the task and every eval row is scored once."""
     out = tmp_path / "ddp"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "xares_fusion.cli",
-        "run",
-        "logmel",
-        str(recipe),
-        "tones",
-        "--output-dir",
-        str(out),
-        "--max-steps",
-        "60",
-        "--no-progress",
-    ]
-    proc = subprocess.run(
-        command, env={**os.environ, "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _run_two_processes(recipe, out, 60)
     assert "processes 2" in (out / "log.txt").read_text()
     history = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     losses = [h["loss"] for h in history]
