@@ -14,8 +14,18 @@ HEADER = "import torch\n\n"
 GOOD_FORWARD = """
     def forward(self, audio, audio_attention_mask=None):
         frames = audio.shape[-1] // 160
-        return torch.zeros(audio.shape[0], frames, 8), None
+        return audio[:, : frames * 160].reshape(audio.shape[0], frames, 160)[..., :8], None
 """
+
+
+def _framed(mask: str = "None", features: str = "features") -> str:
+    """A forward returning the good encoder's features (or an expression of them) and ``mask``."""
+    return f"""
+    def forward(self, audio, mask=None):
+        frames = audio.shape[-1] // 160
+        features = audio[:, : frames * 160].reshape(audio.shape[0], frames, 160)[..., :8]
+        return {features}, {mask}
+    """
 
 
 def _encoder_file(tmp_path: Path, body: str, base: str = "torch.nn.Module", init: str = "self.output_dim = 8") -> str:
@@ -94,6 +104,39 @@ CASES = {
         ),
         "1 NaN/Inf values",
     ),
+    # What the checker let through before (issue 17, class 2): each fails later in training.
+    "all zero": (
+        dict(body=_framed(features="torch.zeros_like(features)")),
+        "every feature value is 0.0 for different random clips: the output does not depend on the audio",
+    ),
+    "same for every clip": (
+        dict(
+            body=_framed(
+                features="torch.arange(features[0].numel()).reshape(features[0].shape).float().expand_as(features)"
+            )
+        ),
+        "two different random clips give the same features",
+    ),
+    "soft mask": (
+        dict(body=_framed(mask="torch.full(features.shape[:2], 0.5)")),
+        r"mask holds values other than 0 and 1 \(e.g. \[0.5\], dtype torch.float32\).*bool or integer mask",
+    ),
+    "clip without a valid frame": (
+        dict(body=_framed(mask="torch.tensor([[0], [1]]).expand(features.shape[:2])")),
+        r"clip\(s\) \[0\] of the batch have no valid frame",
+    ),
+    "meta device": (
+        dict(body=_framed(features="features.to('meta')")),
+        "features are on device 'meta' but the input audio is on 'cpu'.*a 'meta' tensor holds no values",
+    ),
+    "mask on another device": (
+        dict(body=_framed(mask="torch.ones(features.shape[:2], device='meta')")),
+        "the mask is on device 'meta' but the input audio is on 'cpu'",
+    ),
+    "integer features": (
+        dict(body=_framed(features="(features * 1000).long()")),
+        "features have dtype torch.int64; the projector needs floating point",
+    ),
     "not a pair": (
         dict(
             body="""
@@ -132,6 +175,9 @@ def test_messages_are_distinct(tmp_path: Path) -> None:
 def test_good_file_and_builtin_pass(tmp_path: Path) -> None:
     summary = check_encoder(_encoder_file(tmp_path, GOOD_FORWARD))
     assert summary["frames"] == [200, 200]  # mask None -> every frame of the padded batch counts
+    # A mask of 0/1 passes as bool, integer or float; so does a clip whose padded frames are all zero.
+    for mask in ("torch.ones(features.shape[:2], dtype=torch.bool)", "(features[..., 0] != 0).long()"):
+        assert check_encoder(_encoder_file(tmp_path, _framed(mask=mask)))["frames"][1] == 200
     summary = check_encoder("logmel")
     assert summary["frames"] == [101, 201] and summary["frame_rate_declared"] == 100.0
 
@@ -140,6 +186,10 @@ def test_cli_reports_pass_and_failure(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["check-encoder", "logmel", "--encoder-args", '{"n_mels": 40}']) == 0
     assert "PASS logmel: output_dim=40" in capsys.readouterr().out
     path = _encoder_file(tmp_path, CASES["dim mismatch"][0]["body"])
-    assert main(["check-encoder", path]) == 2
+    assert main(["check-encoder", path]) == 5  # EncoderError
     err = capsys.readouterr().err
     assert "D=16 but output_dim=8" in err and "Traceback" not in err
+    for case in ("meta device", "soft mask", "all zero"):  # the meta device was a traceback
+        assert main(["check-encoder", _encoder_file(tmp_path, CASES[case][0]["body"])]) == 5
+        err = capsys.readouterr().err
+        assert err.startswith("error: encoder") and "Fix:" in err and "Traceback" not in err

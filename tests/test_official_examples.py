@@ -88,7 +88,7 @@ def test_official_whisper_example_equals_builtin_official_example_mode(
 
 
 def test_official_dummy_encoder_is_refused_with_what_to_return(capsys: pytest.CaptureFixture) -> None:
-    assert main(["check-encoder", str(EXAMPLES / "dummyencoder.py")]) == 2
+    assert main(["check-encoder", str(EXAMPLES / "dummyencoder.py")]) == 5  # EncoderError
     err = capsys.readouterr().err
     assert "mask has 32000 entries but the features have 10 frames" in err
     assert "Fix: return None (every frame valid) or a frame-level [B, T] mask" in err
@@ -111,7 +111,7 @@ def test_official_example_without_hub_fails_in_one_line(tmp_path: Path, example:
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.returncode == 5 and "Traceback" not in proc.stderr  # EncoderError
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
     assert f"could not load {model!r}: HF_HUB_OFFLINE is set" in lines[0]

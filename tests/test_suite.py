@@ -145,7 +145,7 @@ def test_fetch_data_offline_lists_files_and_fix(
 ) -> None:
     monkeypatch.setenv("XARES_FUSION_DATA_HOME", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert main(["fetch-data", "cremad"]) == 1
+    assert main(["fetch-data", "cremad"]) == 4  # DataError
     err = capsys.readouterr().err
     assert "8 file(s) could not be fetched" in err  # 6 train + 2 test shards and "Traceback" not in err
     assert str(tmp_path / "mispeech/xares_llm_data/CremaD/train/train_cremad_with_text_000000.tar.gz") in err

@@ -13,11 +13,12 @@ from pathlib import Path
 
 from .config import LLMSpec
 from .encoders.whisper_ct2 import OFFLINE_WHISPER, converted_whisper
+from .errors import UsageError
 from .llm import LLMS  # importing llm registers the offline LLMs
 from .paths import stage_directory
 
 
-class ExportError(ValueError):
+class ExportError(UsageError, ValueError):
     """The model or the target directory cannot be exported to; the message says how to fix it."""
 
 

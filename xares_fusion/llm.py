@@ -11,10 +11,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from . import offline_llm, toy_llm  # noqa: F401  (register 'smollm2-135m-instruct-offline', 'toy-llama')
 from .config import LLMSpec, LoraSpec
+from .errors import ModelError
 from .registry import LLMS
 
 
-class LLMLoadError(OSError):
+class LLMLoadError(ModelError, OSError):
     """The LLM or its tokenizer could not be loaded; the message names the spec and the options."""
 
 
@@ -39,7 +40,9 @@ def resolve_llm_location(spec: LLMSpec) -> tuple[str, str | None]:
     path = Path(spec.name_or_path).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
-            raise FileNotFoundError(f"LLM GGUF file {path} not found (model.llm.name_or_path).")
+            raise LLMLoadError(
+                f"model.llm.name_or_path: the GGUF file {path} does not exist; give an existing .gguf file."
+            )
         return str(path.parent), path.name
     return spec.name_or_path, spec.gguf_file
 
@@ -63,7 +66,7 @@ def load_llm(spec: LLMSpec) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.eos_token_id is None:
-        raise ValueError(f"LLM {spec.name_or_path!r}: its tokenizer has no EOS token; answers could never end.")
+        raise LLMLoadError(f"LLM {spec.name_or_path!r}: its tokenizer has no EOS token; answers could never end.")
     model.requires_grad_(False)
     return model, tokenizer
 

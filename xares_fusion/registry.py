@@ -11,23 +11,34 @@ The built-in items register themselves when their package is imported. A registr
 packages (``builtin_modules``) and imports them on its first lookup, as it loads entry points: the
 registry stays the bottom layer, and the encoder catalogue includes the fusion front-ends without
 ``xares_fusion.encoders`` importing ``xares_fusion.fusion``.
+
+Plugins (packages that register items with the decorators) are imported by
+:func:`import_plugins` (``--import MODULE`` and ``$XARES_FUSION_PLUGINS``) or, once installed,
+through the ``xares_fusion.plugins`` entry-point group, loaded on the first lookup of any registry
+(docs/plugins.md). :func:`system_identity` gives an encoder reference its canonical identity, the
+same whichever way (name, file, dotted path) it names one class.
 """
 
 from __future__ import annotations
 
+import ast
 import difflib
 import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
 import inspect
+import json
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError
 
-class RegistryError(LookupError):
+
+class RegistryError(ConfigError, LookupError):
     """An unknown or unloadable name; the message lists close names and the fix."""
 
 
@@ -38,10 +49,17 @@ class Registry:
     before the first lookup.
     """
 
-    def __init__(self, kind: str, entry_point_group: str | None = None, builtin_modules: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        kind: str,
+        entry_point_group: str | None = None,
+        builtin_modules: tuple[str, ...] = (),
+        decorators: tuple[str, ...] = (),
+    ) -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group
         self.builtin_modules = builtin_modules
+        self.decorators = decorators  # the functions the built-ins register with (read by static_names)
         self._builtins_loaded = False
         self._items: dict[str, Callable[..., Any]] = {}
 
@@ -67,6 +85,7 @@ class Registry:
         self._builtins_loaded = True
         for module in self.builtin_modules:
             importlib.import_module(module)
+        load_entry_point_plugins()
 
     def _entry_points(self) -> dict[str, importlib.metadata.EntryPoint]:
         if not self.entry_point_group:
@@ -77,6 +96,30 @@ class Registry:
         """Every registered name: built-ins, decorated items and entry points."""
         self._load_builtins()
         return sorted(set(self._items) | set(self._entry_points()))
+
+    def static_names(self) -> list[str]:
+        """The registered names, read without importing the built-in packages (no torch): the
+        string first arguments of :attr:`decorators` calls in their source files, plus the items
+        registered so far and the entry points. ``list`` prints these; equal to :meth:`names`
+        once the plugins are imported (tested)."""
+        load_entry_point_plugins()
+        found = set(self._items) | set(self._entry_points())
+        for package in self.builtin_modules:
+            spec = importlib.util.find_spec(package)
+            for folder in (spec.submodule_search_locations or []) if spec else []:
+                for source in sorted(Path(folder).rglob("*.py")):
+                    found.update(names_registered_in(source, self.decorators))
+        return sorted(found)
+
+    def canonical_name(self, obj: Callable[..., Any]) -> str | None:
+        """The name ``obj`` was registered under first (an alias registered later names the same
+        item), or the entry point that names it, or None."""
+        self._load_builtins()
+        for name, item in self._items.items():
+            if item is obj:
+                return name
+        target = f"{getattr(obj, '__module__', '')}:{getattr(obj, '__qualname__', '')}"
+        return next((name for name, ep in self._entry_points().items() if ep.value == target), None)
 
     def __contains__(self, name: str) -> bool:
         self._load_builtins()
@@ -95,13 +138,68 @@ class Registry:
         raise RegistryError(f"unknown {self.kind} {name!r}.{hint} Registered: {self.names()}")
 
 
+def names_registered_in(source: Path, decorators: tuple[str, ...]) -> list[str]:
+    """String first arguments of calls to ``decorators`` (``register_encoder("logmel")``) in a file."""
+    names = []
+    for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"), str(source))):
+        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            func = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+            if func in decorators and isinstance(node.args[0].value, str):
+                names.append(node.args[0].value)
+    return names
+
+
+PLUGIN_GROUP = "xares_fusion.plugins"
+"""Entry-point group of installed plugin packages: each entry names a module whose import registers items."""
+PLUGINS_ENV = "XARES_FUSION_PLUGINS"
+"""Comma-separated plugin modules the command imports before it runs (as ``--import`` does)."""
+_plugins_loaded = False
+
+
+def load_entry_point_plugins() -> None:
+    """Import every module of the :data:`PLUGIN_GROUP` entry points, once per process (on the first
+    lookup of any registry): an installed plugin's items are usable by name with no option."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        try:
+            ep.load()
+        except Exception as err:
+            raise RegistryError(
+                f"plugin {ep.name!r} (entry point {ep.value!r} of {ep.dist.name if ep.dist else 'a package'}) "
+                f"failed to import: {type(err).__name__}: {err}. Fix or uninstall that package."
+            ) from err
+
+
+def import_plugins(modules: Iterable[str]) -> list[str]:
+    """Import each plugin module (``--import MODULE``) and those of ``$XARES_FUSION_PLUGINS``, so
+    the items they register are usable by name; returns the module names imported."""
+    names = [*os.environ.get(PLUGINS_ENV, "").split(","), *modules]
+    imported = []
+    for name in (n.strip() for n in names):
+        if not name or name in imported:
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise RegistryError(
+                f"plugin module {name!r} (from --import or ${PLUGINS_ENV}) cannot be imported: {err}. "
+                f"Fix: install its package, or add its directory to PYTHONPATH."
+            ) from err
+        imported.append(name)
+    return imported
+
+
 ENCODERS = Registry(
     "encoder",
     entry_point_group="xares_fusion.encoders",
     builtin_modules=("xares_fusion.encoders", "xares_fusion.fusion"),
+    decorators=("register_encoder",),
 )
 PROJECTORS = Registry("projector")
-METRICS = Registry("metric")
+METRICS = Registry("metric", builtin_modules=("xares_fusion.metrics",))
 LLMS = Registry("LLM")
 
 register_encoder = ENCODERS.register
@@ -135,6 +233,9 @@ def load_module_from_file(path: Path) -> Any:
     the same file again returns that module: executing it twice would run its ``@register_*``
     decorators on new classes under names already taken.
     """
+    imported = _module_of_file(path)
+    if imported is not None:
+        return imported
     digest = hashlib.sha256(str(path.resolve()).encode() + path.read_bytes()).hexdigest()[:12]
     module_name = f"xares_fusion_user_{path.stem}_{digest}"
     if module_name in sys.modules:
@@ -150,6 +251,18 @@ def load_module_from_file(path: Path) -> Any:
         del sys.modules[module_name]
         raise RegistryError(f"{path}: importing the file failed: {type(err).__name__}: {err}") from err
     return module
+
+
+def _module_of_file(path: Path) -> Any:
+    """The module already imported by its dotted name (``--import``, a plugin) from this file, or
+    None: the file is not executed a second time, which would register its classes again as
+    new, different classes."""
+    resolved = path.resolve()
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file and not module.__name__.startswith("xares_fusion_user_") and Path(file).resolve() == resolved:
+            return module
+    return None
 
 
 def _pick_encoder_class(module: Any, path: Path) -> Any:
@@ -205,3 +318,33 @@ def encoder_display_name(ref: str) -> str:
     if file_part.endswith(".py"):
         return class_part or Path(file_part).stem
     return ref.rsplit(".", 1)[-1] if "." in ref and ref not in ENCODERS else ref
+
+
+def _importable_name(obj: Any) -> str:
+    """``module.qualname`` of a class or function; a class loaded from a file gets the dotted name
+    the file has under a ``sys.path`` entry (as ``package.module.Class`` names it), else its path."""
+    module = getattr(obj, "__module__", "")
+    qualname = getattr(obj, "__qualname__", repr(obj))
+    if not module.startswith("xares_fusion_user_"):
+        return f"{module}.{qualname}"
+    file = Path(sys.modules[module].__file__).resolve()
+    roots = [root for root in (Path(entry or ".").resolve() for entry in sys.path) if file.is_relative_to(root)]
+    if not roots:
+        return f"{file}:{qualname}"
+    root = max(roots, key=lambda r: len(r.parts))  # the innermost entry: `pkg.mod`, never `src.pkg.mod`
+    return ".".join(file.relative_to(root).with_suffix("").parts) + f".{qualname}"
+
+
+def system_identity(ref: str, args: dict[str, Any] | None = None) -> tuple[str, str]:
+    """(identity, display name) of the encoder ``ref`` built with ``args``.
+
+    The identity is the same whichever way ``ref`` names one class or factory: its canonical
+    registered name when it is registered (the first name of an alias set), else
+    ``module.qualname``, followed by the arguments as canonical JSON (sorted keys) when there are
+    any. The display name is short and readable: the registered name, else the class name.
+    """
+    factory = resolve_encoder_factory(ref)
+    registered = ENCODERS.canonical_name(factory)
+    base = registered or _importable_name(factory)
+    identity = base + (json.dumps(args, sort_keys=True, separators=(",", ":"), default=str) if args else "")
+    return identity, registered or getattr(factory, "__name__", base)

@@ -7,11 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-EXIT_USAGE = 2
+from ..errors import UsageError
+
+EXIT_USAGE = UsageError.exit_code
 
 
-class UserError(Exception):
-    """An error the user can fix; printed without a traceback."""
+class UserError(UsageError):
+    """A wrong command line (e.g. a missing predictions file); printed without a traceback, exit 2."""
 
 
 def json_object(text: str) -> dict[str, Any]:

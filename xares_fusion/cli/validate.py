@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -17,6 +18,8 @@ def command(args: argparse.Namespace) -> int:
     """Print each invalid file and a count; exit status 1 if any file is invalid."""
     from ..config import validate_files
 
+    # A progress line on stderr: stdout stays the report (INVALID lines and the count).
+    print(f"checking {' '.join(args.paths) or 'every shipped task, group and recipe'} ...", file=sys.stderr, flush=True)
     problems, checked = validate_files([Path(p) for p in args.paths])
     for problem in problems:
         print(f"INVALID {problem}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 from pathlib import Path
 
@@ -22,6 +23,16 @@ def search_roots() -> list[Path]:
 
 
 def _aliases(path: Path) -> list[str]:
+    try:
+        return _aliases_of(path, path.stat().st_mtime_ns)
+    except OSError:
+        return []
+
+
+@functools.lru_cache(maxsize=4096)
+def _aliases_of(path: Path, mtime_ns: int) -> list[str]:
+    # Cached per file version: every name lookup indexes every YAML file, and parsing them all
+    # again for each lookup made `validate` take a minute.
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):

@@ -4,6 +4,7 @@ front-end swap, then conversion into the typed specs."""
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import yaml
@@ -18,12 +19,30 @@ FRONT_END_SECTIONS = ("model", "optim", "stages")
 """The recipe sections a front-end file replaces (``load_recipe(front_end=...)``)."""
 
 
+class ConfigLoader(yaml.SafeLoader):
+    """The safe loader with YAML 1.2 booleans: only true and false (any case) are booleans.
+
+    YAML 1.1 also reads yes/no/on/off as booleans, so ``feature_cache: off`` (and ``--set
+    speed.feature_cache=off``) would give the string field ``False``; here such words stay
+    strings, and a boolean field given one is an error naming the field.
+    """
+
+
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 def load_yaml(path: str | Path) -> dict:
     """Read a YAML mapping; parse errors name the file and line."""
     path = Path(path)
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            data = yaml.load(fh, Loader=ConfigLoader)
     except FileNotFoundError as err:
         raise ConfigError(f"{path}: file not found.") from err
     except yaml.YAMLError as err:
@@ -34,13 +53,21 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def apply_overrides(data: dict, overrides: list[str], source: str) -> dict:
-    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a raw config mapping."""
+    """Apply ``key.sub=value`` overrides to a raw config mapping; values are parsed as YAML with
+    :class:`ConfigLoader` (so ``off`` stays a string), and a value that is not YAML names its ``--set``."""
     data = copy.deepcopy(data)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optim.lr=5e-5")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            value = yaml.load(raw, Loader=ConfigLoader) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(
+                f"--set {item!r}: the value {raw!r} is not valid YAML ({problem}). Fix: complete it "
+                f"(e.g. --set '{key}=[1, 2]'), or quote it to mean a string (--set '{key}=\"{raw}\"')."
+            ) from err
         node = data
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -67,7 +94,10 @@ def _extended_data(path: Path, kind: str, seen: tuple[Path, ...] = ()) -> dict:
     base_ref = data.pop("extends", None)
     if base_ref is None:
         return data
-    base_path = resolve_config_path(str(base_ref), kind)
+    try:
+        base_path = resolve_config_path(str(base_ref), kind)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: field 'extends' ({base_ref!r}): {err}") from err
     if base_path.resolve() in seen or base_path.resolve() == path.resolve():
         raise ConfigError(f"{path}: field 'extends' forms a cycle ({base_ref!r}).")
     base = _extended_data(base_path, kind, seen + (path.resolve(),))

@@ -12,7 +12,7 @@ from .vocabulary import FEATURE_CACHE_DTYPES, FEATURE_CACHE_MODES, PRECISIONS
 class OptimSpec:
     """Optimisation and precision (official: AdamW 1e-4, wd 0.01, linear schedule -- 200 warmup
     steps, then linear decay to 0 at max_steps, the transformers Trainer default -- clip 1.0,
-    batch 4 per process, seed 42, fp32)."""
+    batch 4 per process, one batch per optimiser step, seed 42, fp32)."""
 
     max_steps: int = 100_000
     lr: float = 1e-4
@@ -22,6 +22,9 @@ class OptimSpec:
     max_grad_norm: float = 1.0
     projector_lr_scale: float = 1.0  # learning rate of the projector relative to lr (officially 1)
     batch_size: int = 4
+    # Batches per optimiser step (gradients accumulated): keeps a global batch on fewer processes,
+    # batch_size x processes x grad_accum_steps. Official: 1.
+    grad_accum_steps: int = 1
     seed: int = 42
     precision: str = "fp32"
     save_steps: int = 200
@@ -38,7 +41,7 @@ class OptimSpec:
             raise ConfigError(
                 f"{source}: field '{field_path(prefix, 'scheduler')}' must be linear (official), cosine or constant."
             )
-        for name in ("max_steps", "batch_size", "save_steps", "log_steps", "keep_checkpoints"):
+        for name in ("max_steps", "batch_size", "grad_accum_steps", "save_steps", "log_steps", "keep_checkpoints"):
             require_at_least(source, field_path(prefix, name), getattr(self, name), 1)
 
 

@@ -88,6 +88,8 @@ class DataMixtureSpec:
     # Official: each window of 128 consecutive (shuffled) examples is sorted by prompt+target
     # tokens + audio seconds, longest first, then cut into batches; 1 keeps stream order.
     sort_by_length: int = 128
+    # Evaluation clips cut to their first N seconds (None: whole clips, as officially; a departure).
+    eval_max_seconds: float | None = None
 
     def validate(self, source: str, prefix: str) -> None:
         """Raise :class:`ConfigError` for a non-positive probability or a bound out of range."""
@@ -97,6 +99,10 @@ class DataMixtureSpec:
         if not 0 <= self.max_skip_fraction <= 1:
             raise ConfigError(f"{source}: field '{prefix}.max_skip_fraction' must be within [0, 1].")
         require_at_least(source, field_path(prefix, "num_workers"), self.num_workers, 0)
+        if self.eval_max_seconds is not None and not self.eval_max_seconds > 0:
+            raise ConfigError(
+                f"{source}: field '{prefix}.eval_max_seconds' must be > 0 seconds (or null: whole clips)."
+            )
         for name in ("shuffle_buffer", "sort_by_length"):
             require_at_least(source, field_path(prefix, name), getattr(self, name), 1, " (1 = off)")
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..registry import METRICS, RegistryError
 from .convert import to_dict
 from .validation import ConfigError, field_path, require_at_least
 
@@ -62,6 +64,27 @@ class EvalSpec(DataSpec):
         )
 
 
+def _check_metric(source: str, metric: str, metric_args: dict[str, Any]) -> None:
+    """Raise :class:`ConfigError` unless ``metric`` is registered and ``metric_args`` are exactly the
+    arguments it needs (e.g. mAP's ``num_classes``): scoring calls ``metric(predictions, references,
+    **metric_args)`` after training, so the call is bound here, when the file loads. The metric
+    registry imports the metrics package on first use (torch-free), not this module."""
+    try:
+        function = METRICS.get(metric)
+    except RegistryError as err:
+        raise ConfigError(f"{source}: field 'metric': {err}") from err
+    try:
+        inspect.signature(function).bind([], [], **metric_args)
+    except TypeError as err:
+        params = list(inspect.signature(function).parameters.values())[2:]  # after predictions, references
+        takes = [p.name + ("" if p.default is p.empty else " (optional)") for p in params if p.kind != p.VAR_KEYWORD]
+        example = ", e.g. 'metric_args: {num_classes: N}' (N: the number of labels)" if "num_classes" in takes else ""
+        raise ConfigError(
+            f"{source}: field 'metric_args' {metric_args} does not fit metric {metric!r} ({err}); it takes "
+            f"{takes or 'no arguments'}. Fix the task's metric_args{example}."
+        ) from err
+
+
 @dataclass
 class TaskConfig:
     """One benchmark task: its data, label key, prompt, metric and generation settings."""
@@ -81,9 +104,23 @@ class TaskConfig:
     source: str = ""
 
     def validate(self, source: str, prefix: str) -> None:
-        """Check the weight and complete ``generation`` with the official defaults."""
+        """Check the weight, the metric and its arguments, and the generation settings; complete
+        ``generation`` with the official defaults. Everything that would otherwise fail only when
+        the trained model is scored fails here, when the file loads."""
         require_at_least(source, "weight", self.weight, 0)
+        _check_metric(source, self.metric, self.metric_args)
         self.generation = {**DEFAULT_GENERATION, **self.generation}
+        max_new = self.generation["max_new_tokens"]
+        if not isinstance(max_new, int) or isinstance(max_new, bool) or max_new < 1:
+            raise ConfigError(
+                f"{source}: field 'generation.max_new_tokens' must be a whole number >= 1, got {max_new!r}."
+            )
+        penalty = self.generation["repetition_penalty"]
+        if not isinstance(penalty, (int, float)) or isinstance(penalty, bool) or penalty <= 0:
+            raise ConfigError(
+                f"{source}: field 'generation.repetition_penalty' must be a number > 0 (1.0 = none, official "
+                f"{DEFAULT_GENERATION['repetition_penalty']}), got {penalty!r}."
+            )
 
     def split(self, which: str) -> DataSpec:
         """The train or eval data spec; a clear error when the task lacks it."""

@@ -1,4 +1,5 @@
-"""The config error and the checks every spec's ``validate`` shares.
+"""The config error and the checks every spec's ``validate`` shares (:class:`ConfigError` is one of the
+kinds of :mod:`xares_fusion.errors`).
 
 Each message names the file (``source``), the dotted field and what to write instead, so a
 wrong value in any YAML file is found without reading code.
@@ -9,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import ConfigError
 
-class ConfigError(ValueError):
-    """A config file or value is wrong. The message names the file, the field and the fix."""
+__all__ = ["ConfigError", "field_path", "require_at_least", "require_one_of"]
 
 
 def field_path(prefix: str, name: str) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from ..constants import SAMPLE_RATE
+from ..errors import DataError
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _ESPEAK_RATE, _ESPEAK_PITCH, _ESPEAK_RANGE = 1, 3, 4
@@ -26,7 +27,7 @@ _ESPEAK_CHARS_UTF8 = 1
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
 
-class SpeechUnavailable(RuntimeError):
+class SpeechUnavailable(DataError, RuntimeError):
     """eSpeak NG could not be loaded or a voice is missing."""
 
 

