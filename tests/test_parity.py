@@ -409,7 +409,10 @@ def test_parity_plan_and_record_say_whether_the_run_is_official(tmp_path: Path, 
     plan = plan_run(
         RunRequest(encoder="logmel", train="all", output_dir=tmp_path / "b", overrides=["optim.precision=bf16"])
     )
-    assert plan.departures == ["optim.precision='bf16' (official: 'fp32')"]
+    assert plan.departures == [
+        "optim.precision='bf16' (official: 'fp32')",
+        "frozen_dtype='bf16': frozen encoder and LLM base weights stored in bf16 (official: fp32)",
+    ]
     plan = plan_run(
         RunRequest(
             encoder="logmel",

@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
+
+if TYPE_CHECKING:
+    from .data.shards import ClipRef
 
 
 class StreamCache(Protocol):
@@ -34,7 +37,7 @@ class StreamCache(Protocol):
         encoder: torch.nn.Module,
         audio: torch.Tensor,
         audio_mask: torch.Tensor | None,
-        cacheable: list[bool] | None = None,
+        clips: list[ClipRef | None] | None = None,
     ) -> Stream: ...
 
 
@@ -47,6 +50,17 @@ class Stream:
     mask: torch.Tensor
     frame_rate: float | None = None
     hidden_states: list[torch.Tensor] | None = None
+
+
+def nonfinite_rows(streams: list[Stream | None]) -> list[int]:
+    """Batch rows where any stream holds NaN or Inf in a valid frame (padding frames do not count):
+    an encoder that overflows on some clips, found before it turns into empty answers or a NaN loss."""
+    bad: set[int] = set()
+    for stream in streams:
+        if stream is not None:
+            finite = torch.isfinite(stream.features).all(-1) | (stream.mask == 0)
+            bad.update(torch.nonzero(~finite.all(-1)).flatten().tolist())
+    return sorted(bad)
 
 
 @dataclass
@@ -74,6 +88,9 @@ class FrontEnd(torch.nn.Module, abc.ABC):
             ``front_end``); False leaves the whole front end frozen.
         needs_prompt_state: :meth:`fuse` routes on ``context.prompt_states``; the model then
             calls :meth:`bind_prompt_dim` with the LLM's width and computes those states.
+        has_conditional_parameters: a training step may leave some trainable weights without a
+            gradient (routed experts or routers a batch does not use); multi-process training
+            then has DDP look for them every step (``find_unused_parameters``), which costs time.
         default_aux_weights: the weight of each auxiliary loss the papers give (a recipe's
             ``model.aux_loss_weights`` wins).
         aux_losses: named auxiliary losses of the last :meth:`fuse` call, unweighted.
@@ -83,6 +100,7 @@ class FrontEnd(torch.nn.Module, abc.ABC):
     frame_rate: float | None = None
     trainable: bool = False
     needs_prompt_state: bool = False
+    has_conditional_parameters: bool = False
     default_aux_weights: ClassVar[dict[str, float]] = {}
 
     def __init__(self) -> None:
@@ -95,11 +113,11 @@ class FrontEnd(torch.nn.Module, abc.ABC):
         audio: torch.Tensor,
         audio_mask: torch.Tensor | None,
         cache: StreamCache | None = None,
-        cacheable: list[bool] | None = None,
+        clips: list[ClipRef | None] | None = None,
         train_mode: bool = False,
     ) -> list[Stream | None]:
         """The frozen step: one stream per encoder, None where the encoder trains (it runs in
-        :meth:`fuse`). ``cache`` serves and stores the rows ``cacheable`` marks (all when None);
+        :meth:`fuse`). ``cache`` serves and stores the rows ``clips`` names (None rows are computed);
         ``train_mode`` runs a frozen single encoder that is computed here in train mode, as the
         official pipeline does during training (the model's ``frozen_encoder_mode``)."""
 

@@ -2,9 +2,10 @@
 
 Every default of xares-fusion is the official behaviour (docs/parity.md lists each one with the
 official function it follows). A run that changes any of them -- bf16, a cosine schedule, a
-feature cache in fp16, another LLM, unsorted batches, a length cap, a proxy metric -- is still
-useful, but its scores are not comparable with the challenge's: the run plan and the result
-record carry ``{"official": bool, "departures": [...]}`` and the leaderboard marks such rows.
+feature cache in fp16, another LLM, unsorted batches, an evaluation length cap
+(``data.eval_max_seconds``), a proxy metric -- is still useful, but its scores are not comparable
+with the challenge's: the run plan and the result record carry
+``{"official": bool, "departures": [...]}`` and the leaderboard marks such rows.
 
 What is *not* a departure: the encoder or fusion front-end under test (that is what the benchmark
 compares), the task set chosen, the data location, and speed options that give the same numbers
@@ -44,6 +45,7 @@ OFFICIAL_RECIPE: dict[str, Any] = {
     "optim.max_grad_norm": 1.0,
     "optim.projector_lr_scale": 1.0,
     "optim.batch_size": 4,
+    "optim.grad_accum_steps": 1,
     "optim.seed": 42,
     "optim.precision": "fp32",
     "optim.loss_times_processes": True,
@@ -76,8 +78,15 @@ def recipe_departures(recipe: RecipeConfig, file_max_steps: int | None = None) -
     ]
     if file_max_steps is not None and recipe.optim.max_steps != file_max_steps:
         found.append(f"optim.max_steps={recipe.optim.max_steps} (the recipe file trains {file_max_steps})")
+    if recipe.optim.precision == "bf16":  # runner.building casts what no stage trains
+        found.append("frozen_dtype='bf16': frozen encoder and LLM base weights stored in bf16 (official: fp32)")
     if recipe.stages:
         found.append(f"stages={[s.name for s in recipe.stages]} (official: one training stage)")
+    if recipe.data.eval_max_seconds is not None:
+        found.append(
+            f"data.eval_max_seconds={recipe.data.eval_max_seconds!r}: evaluation clips cut to their first "
+            f"{recipe.data.eval_max_seconds:g} s (official: whole clips)"
+        )
     if recipe.speed.feature_cache != "off":
         if recipe.speed.cache_dtype != "fp32":
             found.append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,9 +14,13 @@ import torch
 from webdataset import filters as wds_filters
 
 from ..constants import SAMPLE_RATE
+from ..errors import DataError
 from ..tokens import prompt_ids, target_ids
 from .batching import pad_audio
 from .samples import SkipCounter, iter_samples
+from .shards import ClipRef
+
+log = logging.getLogger("xares_fusion")
 
 
 def mixture_probabilities(probs: list[float | None], shard_counts: list[int]) -> list[float]:
@@ -40,6 +45,40 @@ class TrainSource:
     prob: float
 
 
+PROBE_SAMPLES = 4
+"""Samples read from the start of each training shard when a run is planned (see :func:`probe_source`)."""
+
+
+def probe_source(source: TrainSource, sample_rate: int) -> None:
+    """Refuse a training set none of whose shards gives a usable sample among its first
+    :data:`PROBE_SAMPLES`, before any model loads (the stream would otherwise fail after it); warn
+    about each such shard of a set that has good ones (its samples will be skipped and counted)."""
+    barren: dict[Path, SkipCounter] = {}
+    for shard in source.shards:
+        counter = SkipCounter()
+        samples = iter_samples([shard], source.key, counter, sample_rate)
+        usable = any(s.audio is not None for _, s in zip(range(PROBE_SAMPLES), samples))
+        if not usable:
+            barren[shard] = counter
+    if len(barren) == len(set(source.shards)):
+        shown = "\n".join(f"  {shard}: {c.summary() or 'no samples'}" for shard, c in list(barren.items())[:5])
+        more = f"\n  ... ({len(barren) - 5} more)" if len(barren) > 5 else ""
+        raise DataError(
+            f"training set '{source.task}': none of its {len(source.shards)} shard(s) gives a usable sample "
+            f"among its first {PROBE_SAMPLES}:\n{shown}{more}\nFix: replace those shards (fetch-data or "
+            f"make-* writes them again), or leave the task out of data.mixture."
+        )
+    for shard, counter in barren.items():
+        log.warning(
+            "training set '%s': shard %s gives no usable sample among its first %d (%s); its bad samples "
+            "will be skipped and counted",
+            source.task,
+            shard,
+            PROBE_SAMPLES,
+            counter.summary() or "no samples",
+        )
+
+
 @dataclass
 class TrainExample:
     task: str
@@ -47,7 +86,7 @@ class TrainExample:
     audio: np.ndarray
     prompt: str
     target: str
-    cropped: bool = False  # a random crop of a longer clip (never served from the feature cache)
+    clip: ClipRef | None = None  # the feature cache's name for the audio (None: not cacheable)
 
 
 class MixtureStream(torch.utils.data.IterableDataset):
@@ -64,9 +103,11 @@ class MixtureStream(torch.utils.data.IterableDataset):
        then cut into batches in that order (the last, partial batch of a window goes on into the
        next window, as in a continuous stream). ``sort_by_length=1`` keeps stream order.
 
-    The random streams are ours, seeded by (seed, process rank, loader worker, start step), so a
-    resumed run continues with a fresh but reproducible stream; the official random stream (a
-    different generator) cannot be reproduced draw for draw, only its rules.
+    The random streams are ours, seeded by (seed, process rank, loader worker); the official random
+    stream (a different generator) cannot be reproduced draw for draw, only its rules. A stream
+    from ``start_step`` (the data position: batches already trained on) yields the batches the
+    stream from 0 yields from there on: the ones before are drawn and dropped, clips decoded (their
+    crops and the length sort draw on them) but not batched.
 
     Batches are made here, in the loader worker, so that each batch can carry the worker's
     skipped-sample counts since its previous batch (``batch["skips"]``).
@@ -107,15 +148,15 @@ class MixtureStream(torch.utils.data.IterableDataset):
                     continue
                 produced = True
                 for text in sample.texts:
-                    yield TrainExample(source.task, sample.key, sample.audio, source.prompt, text, sample.cropped)
+                    yield TrainExample(source.task, sample.key, sample.audio, source.prompt, text, sample.clip)
             if produced:
                 barren.clear()
                 continue
             barren.add(pick)
             if len(barren) == len(source.shards):
-                raise RuntimeError(
+                raise DataError(
                     f"training set '{source.task}' yielded no usable sample from "
-                    f"{len(source.shards)} shards (skipped: {counter.as_dict()})."
+                    f"{len(source.shards)} shards (skipped: {counter.summary()}). Fix or replace those shards."
                 )
 
     def _mixed(self, counters: dict[str, SkipCounter], rng: np.random.Generator) -> Iterator[TrainExample]:
@@ -145,20 +186,32 @@ class MixtureStream(torch.utils.data.IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
-        worker = info.id if info is not None else 0
-        rng = np.random.default_rng([self.seed, self.rank, worker, self.start_step])
+        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+        # The loader takes batches from its workers in turn, so from data position start_step
+        # worker w goes on with the stream of worker (start_step + w) % workers, after the
+        # batches that one had made.
+        role, made = (self.start_step + worker) % workers, (self.start_step + worker) // workers
+        rng = np.random.default_rng([self.seed, self.rank, role])
         shuffle_rng = random.Random(int(rng.integers(2**63)))
         counters = {s.task: SkipCounter() for s in self.sources}
-        reported = {task: SkipCounter() for task in counters}
         shuffled = wds_filters.shuffle(self.shuffle_buffer, initial=100, rng=shuffle_rng)(self._mixed(counters, rng))
-        for batch in self._batches(iter(shuffled)):
+        batches = self._batches(iter(shuffled))
+        for _ in range(made):
+            next(batches)
+        reported = {task: SkipCounter(c.seen, c.reasons.copy()) for task, c in counters.items()}
+        for batch in batches:
             audio, mask = pad_audio([e.audio for e in batch])
             skips = {}
             for task, counter in counters.items():
                 delta = counter.skipped - reported[task].skipped
                 seen = counter.seen - reported[task].seen
                 if delta or seen:
-                    skips[task] = (seen, dict(counter.reasons - reported[task].reasons))
+                    # The places seen so far go along whole: a few per reason, merged without repeats.
+                    skips[task] = {
+                        "seen": seen,
+                        "reasons": dict(counter.reasons - reported[task].reasons),
+                        "examples": counter.as_dict()["examples"],
+                    }
                     reported[task] = SkipCounter(counter.seen, counter.reasons.copy())
             yield {
                 "audio": audio,
@@ -167,7 +220,7 @@ class MixtureStream(torch.utils.data.IterableDataset):
                 "targets": [e.target for e in batch],
                 "tasks": [e.task for e in batch],
                 "keys": [e.key for e in batch],
-                "cacheable": [not e.cropped for e in batch],
+                "clips": [e.clip for e in batch],
                 "skips": skips,
             }
 

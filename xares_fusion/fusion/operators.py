@@ -92,6 +92,8 @@ class MoEFusion(FusionFrontEnd):
     """
 
     default_aux_weights = {"moe_balance": 1e-2}  # Dual-Encoder Fusion §3.1: balance weight 1e-2
+    # Unrouted experts get no gradient on a step: DDP must be told (find_unused_parameters).
+    has_conditional_parameters = True
 
     def __init__(
         self,

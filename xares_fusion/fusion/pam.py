@@ -47,6 +47,7 @@ class PaMFusion(FusionFrontEnd):
 
     needs_hidden_states = True
     needs_prompt_state = True
+    has_conditional_parameters = True  # top-1 routed experts, and a router unused without prompt states
     default_aux_weights = {"pam_task": 1.0}  # eq. 10: plain sum of the two cross-entropies
 
     def __init__(

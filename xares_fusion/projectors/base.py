@@ -16,12 +16,16 @@ class Projector(torch.nn.Module):
     Fields (class defaults, overridden by the projectors that differ):
         uses_context: ``forward`` takes a third argument, the batch's
             :class:`~xares_fusion.frontend.FusionContext` (e.g. for routing statistics per task).
+        has_conditional_parameters: a training step may leave some weights without a gradient
+            (routed experts a batch does not use); multi-process training then has DDP look for
+            them every step (``find_unused_parameters``), which costs time.
         default_aux_weights: the weight of each auxiliary loss the papers give (a recipe's
             ``model.aux_loss_weights`` wins).
         aux_losses: named auxiliary losses of the last ``forward`` call, unweighted.
     """
 
     uses_context: ClassVar[bool] = False
+    has_conditional_parameters: ClassVar[bool] = False
     default_aux_weights: ClassVar[dict[str, float]] = {}
 
     def __init__(self) -> None:

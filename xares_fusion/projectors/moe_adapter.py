@@ -42,6 +42,7 @@ class MoEAdapterProjector(RoutingStatsMixin, Projector):
     """
 
     uses_context = True
+    has_conditional_parameters = True  # top-k routing: an expert no token picks gets no gradient
     default_aux_weights = {"moe_adapter_balance": 1e-2}  # lambda is not given in MoE-Adapter; the usual 1e-2
 
     def __init__(

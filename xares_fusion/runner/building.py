@@ -15,6 +15,7 @@ from ..llm import apply_lora, load_llm
 from ..model import AudioLLM
 from ..paths import cache_home
 from ..projectors import build_projector
+from ..stages import cast_frozen_weights
 from .planning import Plan
 
 log = logging.getLogger("xares_fusion")
@@ -22,7 +23,9 @@ log = logging.getLogger("xares_fusion")
 
 def build_model(recipe: RecipeConfig, task_vocab: list[str] | None = None) -> AudioLLM:
     """Encoder or fusion (checked against the contract) + projector + LLM with LoRA, seeded.
-    ``task_vocab``: the training tasks in mixture order (prompt-routed fusions map tasks to experts)."""
+    ``task_vocab``: the training tasks in mixture order (prompt-routed fusions map tasks to experts).
+    Under ``optim.precision: bf16`` the weights no stage trains are stored in bf16 (recorded as the
+    departure ``frozen_dtype``); the trainable parts stay fp32."""
     # The LLM loads first: building a local model the first time may draw random numbers, and the
     # trainable parts must be initialised the same whether or not it was already built.
     llm, tokenizer = load_llm(recipe.model.llm)
@@ -35,7 +38,7 @@ def build_model(recipe: RecipeConfig, task_vocab: list[str] | None = None) -> Au
     projector = build_projector(
         recipe.model.projector.name, encoder.output_dim, llm.config.hidden_size, recipe.model.projector.args
     )
-    return AudioLLM(
+    model = AudioLLM(
         encoder,
         projector,
         llm,
@@ -45,6 +48,10 @@ def build_model(recipe: RecipeConfig, task_vocab: list[str] | None = None) -> Au
         audio_layout=recipe.model.audio_layout,
         frozen_encoder_mode=recipe.model.frozen_encoder_mode,
     )
+    if recipe.optim.precision == "bf16":
+        cast = cast_frozen_weights(model, recipe.stages, torch.bfloat16)
+        log.info("frozen weights in bf16: %d values", cast)
+    return model
 
 
 def _official_probe(encoder: torch.nn.Module) -> None:
@@ -78,7 +85,7 @@ def build_run_model(plan: Plan, accelerator: Accelerator) -> AudioLLM:
     apply_tf32(recipe)
     if recipe.speed.feature_cache != "off":
         model.feature_cache = FeatureCache(
-            cache_home() / "features", recipe.speed.feature_cache, recipe.speed.cache_dtype
+            cache_home() / "features", recipe.speed.feature_cache, recipe.speed.cache_dtype, recipe.optim.precision
         )
         for encoder in model.encoder.encoders if model.is_fusion else [model.encoder]:
             log.info(model.feature_cache.size_note(encoder))

@@ -11,6 +11,7 @@ from typing import Any
 from accelerate import Accelerator
 
 from ..config import stable_hash, to_dict
+from ..errors import RunFailed, note_run_log
 from ..model import AudioLLM
 from ..parity import parity
 from ..results import (
@@ -28,14 +29,10 @@ from ..results import (
 from .backend import make_accelerator, process_state, set_deterministic
 from .building import build_run_model
 from .evaluation import evaluate_task
-from .planning import Plan, RunRequest, plan_run
+from .planning import Plan, RunRequest, plan_run, world_identity
 from .training import train_stages
 
 log = logging.getLogger("xares_fusion")
-
-
-class RunFailed(RuntimeError):
-    """Some tasks could not be scored; everything else was written (the message says where)."""
 
 
 @dataclass
@@ -51,20 +48,24 @@ class RunResult:
 
 def run(request: RunRequest) -> RunResult:
     """Train (or reuse) and evaluate; writes predictions, scores.tsv and the result record."""
-    plan = plan_run(request, process_state())
-    set_deterministic(plan.recipe.speed.deterministic)
-    accelerator = make_accelerator(plan.recipe.optim.precision)
-    handler = _attach_log_file(plan.run_dir) if accelerator.is_main_process else None
+    plan = plan_run(request, process_state(), hold_lock=True)
+    handler = None
     try:
+        set_deterministic(plan.recipe.speed.deterministic)
+        accelerator = make_accelerator(plan.recipe.optim.precision)
+        handler = _attach_log_file(plan.run_dir) if accelerator.is_main_process else None
         return _run_planned(plan, request, accelerator)
     finally:
         if handler is not None:
             log.removeHandler(handler)
             handler.close()
+        if plan.lock is not None:  # the main process's lock on the run directory
+            plan.lock.release()
 
 
 def _attach_log_file(run_dir: Path) -> logging.Handler:
     handler = logging.FileHandler(run_dir / "log.txt")
+    note_run_log(run_dir / "log.txt")  # named in the header of a bug report
     handler.setFormatter(logging.Formatter("[%(asctime)s %(levelname)s] %(message)s"))
     log.addHandler(handler)
     return handler
@@ -111,6 +112,7 @@ def _result_record(
         "run_hash": plan.run_hash,
         "system": {
             "name": plan.system_name,
+            "identity": plan.system_identity,
             "encoder": plan.encoder,
             "encoder_args": plan.encoder_args,
             "recipe": recipe.name,
@@ -119,7 +121,7 @@ def _result_record(
         },
         "eval_group": plan.eval_group,
         "limit": request.limit,
-        "processes": accelerator.num_processes,  # global batch = optim.batch_size x processes
+        **world_identity(recipe, accelerator.num_processes),  # processes, grad_accum_steps, global_batch
         "tasks": record_tasks(results),
         "overall": weighted_overall(results),
         "overall_unofficial": any(r.unofficial for r in results),
@@ -140,6 +142,7 @@ def _result_record(
                 "dtype": recipe.speed.cache_dtype,
                 "hits": model.feature_cache.hits,
                 "misses": model.feature_cache.misses,
+                "uncached": model.feature_cache.uncached,
             }
             if model.feature_cache is not None
             else None

@@ -28,11 +28,13 @@ from ..config import (
     to_dict,
 )
 from ..data.generators import GENERATORS
-from ..data.mixture import TrainSource, mixture_probabilities
-from ..data.shards import require_shards, shard_base
+from ..data.mixture import TrainSource, mixture_probabilities, probe_source
+from ..data.shards import MissingDataError, require_shards, shard_base
+from ..errors import RunDirError
 from ..parity import recipe_departures, task_departures
-from ..registry import RegistryError, encoder_display_name
+from ..registry import PROJECTORS, RegistryError, resolve_encoder_factory, system_identity
 from .backend import process_state
+from .lock import RunDirLock
 
 log = logging.getLogger("xares_fusion")
 
@@ -69,32 +71,50 @@ class Plan:
     identity: dict[str, Any]
     system_name: str
     departures: list[str] = field(default_factory=list)  # from the official pipeline (see parity.py)
+    lock: RunDirLock | None = None  # the run directory's lock, held for `run` on the main process
+    system_identity: str = ""  # registry.system_identity: canonical encoder + arguments
 
 
-def plan_run(request: RunRequest, state: PartialState | None = None) -> Plan:
+def plan_run(request: RunRequest, state: PartialState | None = None, hold_lock: bool = False) -> Plan:
     """Load and check everything the run needs; raises before any model is built.
 
     Under ``accelerate launch`` only the main process generates data and claims the run
-    directory; the others wait for it.
+    directory; the others wait for it. The claim is made under the directory's lock; with
+    ``hold_lock`` the plan keeps it (``Plan.lock``; the caller releases it when the run ends).
     """
     state = state or process_state()
     front_end = request.encoder if _is_front_end_file(request.encoder) else None
     recipe = _resolve_recipe(request, front_end)
+    _check_references(recipe)
     eval_group, eval_tasks = load_eval_tasks(request.eval or recipe.eval or request.train)
     train_tasks = _load_train_tasks(recipe)
     sources = _prepare_data(recipe, train_tasks, eval_tasks, state)
     departures = _departures(request, recipe, eval_tasks, front_end)
     recipe_identity = {k: v for k, v in to_dict(recipe).items() if k not in ("name", "source", "description", "eval")}
+    # An evaluation setting: part of each score's cache key, not of the training's identity.
+    recipe_identity["data"] = {k: v for k, v in recipe_identity["data"].items() if k != "eval_max_seconds"}
     identity = {
         "harness": __version__,
         "recipe": recipe_identity,
         "train_tasks": [_train_identity(t) for t in train_tasks],
+        "world": world_identity(recipe, state.num_processes),
     }
     run_hash = stable_hash(identity)
-    system_name = Path(front_end).stem if front_end else encoder_display_name(recipe.model.encoder)
+    # One identity whichever way the encoder was named (registered name, file, dotted path).
+    identity_key, display_name = system_identity(recipe.model.encoder, recipe.model.encoder_args)
+    system_name = Path(front_end).stem if front_end else display_name
     run_dir = request.output_dir or Path("experiments") / recipe.name / system_name
+    lock = None
     if state.is_main_process:
-        _claim_run_dir(run_dir, run_hash, identity)
+        lock = RunDirLock(run_dir).acquire()  # before the claim: two runs never claim one directory
+        try:
+            _claim_run_dir(run_dir, run_hash, identity)
+        except BaseException:
+            lock.release()
+            raise
+        if not hold_lock:
+            lock.release()
+            lock = None
     state.wait_for_everyone()
     return Plan(
         recipe,
@@ -108,6 +128,8 @@ def plan_run(request: RunRequest, state: PartialState | None = None) -> Plan:
         identity,
         system_name,
         departures,
+        lock,
+        identity_key,
     )
 
 
@@ -131,6 +153,15 @@ def _resolve_recipe(request: RunRequest, front_end: str | None) -> RecipeConfig:
     encoder_args = {**recipe.model.encoder_args, **request.encoder_args}
     recipe.model = dataclasses.replace(recipe.model, encoder=encoder, encoder_args=encoder_args)
     return recipe
+
+
+def _check_references(recipe: RecipeConfig) -> None:
+    """Unknown encoder and projector names fail here, before the LLM loads or the directory is claimed."""
+    try:
+        resolve_encoder_factory(recipe.model.encoder)
+        PROJECTORS.get(recipe.model.projector.name)
+    except RegistryError as err:
+        raise ConfigError(f"{recipe.source}: {err}") from err
 
 
 def _load_train_tasks(recipe: RecipeConfig) -> list[TaskConfig]:
@@ -162,14 +193,27 @@ def _prepare_data(
         for task, split in [(t, "train") for t in train_tasks] + [(t, "eval") for t in eval_tasks]:
             _ensure_generated(task, split)
     state.wait_for_everyone()
-    shard_lists = [require_shards(t.split("train"), t.name, "train") for t in train_tasks]
-    for task in eval_tasks:
-        require_shards(task.split("eval"), task.name, "eval")
+    # Every split is checked before one is reported: a run lists all its missing data at once.
+    shard_lists, gaps = [], []
+    for task, split in [(t, "train") for t in train_tasks] + [(t, "eval") for t in eval_tasks]:
+        try:
+            shards = require_shards(task.split(split), task.name, split)
+        except MissingDataError as err:
+            gaps.append(err)
+            shards = []
+        if split == "train":
+            shard_lists.append(shards)
+    if gaps:
+        raise MissingDataError.combine(gaps)
     probs = mixture_probabilities([e.prob for e in recipe.data.mixture], [len(s) for s in shard_lists])
-    return [
+    sources = [
         TrainSource(t.name, t.prompt_for("train"), t.key_for("train"), shards, p)
         for t, shards, p in zip(train_tasks, shard_lists, probs)
     ]
+    if state.is_main_process:  # an untrainable set is refused before any model loads
+        for source in sources:
+            probe_source(source, recipe.data.sample_rate)
+    return sources
 
 
 def _departures(
@@ -184,6 +228,17 @@ def _departures(
     return departures
 
 
+def world_identity(recipe: RecipeConfig, processes: int) -> dict[str, int]:
+    """How the run's batches are spread: processes, batches per optimiser step, and the global
+    batch (batch_size x processes x grad_accum_steps), which changes what training computes."""
+    optim = recipe.optim
+    return {
+        "processes": processes,
+        "grad_accum_steps": optim.grad_accum_steps,
+        "global_batch": optim.batch_size * processes * optim.grad_accum_steps,
+    }
+
+
 def _train_identity(task: TaskConfig) -> dict[str, Any]:
     return {
         "name": task.name,
@@ -194,16 +249,30 @@ def _train_identity(task: TaskConfig) -> dict[str, Any]:
 
 
 def _claim_run_dir(run_dir: Path, run_hash: str, identity: dict[str, Any]) -> None:
-    """Refuse a run directory that holds a different configuration (never mix two runs)."""
+    """Refuse a run directory that holds a different configuration's work (never mix two runs).
+    One whose run stopped before writing any work (a typo, a missing file) is claimed anew."""
     marker = run_dir / RUN_MARKER
     if marker.is_file():
         previous = json.loads(marker.read_text())
-        if previous.get("run_hash") != run_hash:
+        if previous.get("run_hash") != run_hash and _holds_work(run_dir):
             old, new = previous.get("identity", {}).get("recipe", {}), identity["recipe"]
             changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            raise ConfigError(
+            if previous.get("identity", {}).get("world") != identity["world"]:
+                changed.append(f"world {previous.get('identity', {}).get('world')} -> {identity['world']}")
+            raise RunDirError(
                 f"{run_dir} holds a run of another configuration (differs in: {changed or 'training data'}). "
                 f"Fix: pass a new --output-dir, or delete {run_dir} to start over."
             )
-        return
+        if previous.get("run_hash") == run_hash:
+            return
+        log.warning("%s: its run of another configuration wrote nothing; claimed for this one", run_dir)
     atomic_write_text(marker, json.dumps({"run_hash": run_hash, "identity": identity}, indent=2, default=str))
+
+
+WORK = ("checkpoints/step-*", "final/*", "COMPLETE.json", "scores/*.json", "predictions_*.csv", "result.json")
+"""What a run directory's run has computed (in it or in a stage's directory); log.txt and run.json do not count."""
+
+
+def _holds_work(run_dir: Path) -> bool:
+    """Whether anything of :data:`WORK` exists under ``run_dir``."""
+    return any(next(run_dir.rglob(pattern), None) is not None for pattern in WORK)

@@ -17,7 +17,7 @@ from ..config import OptimSpec, RecipeConfig, StageSpec
 from ..data.mixture import MixtureStream, TokenLengthKey
 from ..model import AudioLLM
 from ..stages import attach_encoder_lora, merge_encoder_lora, set_trainable, stage_parts
-from ..train import is_complete, last_checkpoint_step, load_final, train
+from ..train import is_complete, load_final, train
 from .planning import Plan, RunRequest
 
 log = logging.getLogger("xares_fusion")
@@ -50,7 +50,8 @@ def training_stream(plan: Plan, optim: OptimSpec, tokenizer: Any, rank: int = 0,
 def training_loader(
     plan: Plan, optim: OptimSpec, tokenizer: Any, accelerator: Accelerator, start_step: int = 0
 ) -> torch.utils.data.DataLoader:
-    """This process's training batches from ``start_step`` on, read by ``data.num_workers`` loader processes."""
+    """This process's training batches from data position ``start_step`` (batches already trained
+    on) on, read by ``data.num_workers`` loader processes."""
     stream = training_stream(plan, optim, tokenizer, rank=accelerator.process_index, start_step=start_step)
     return torch.utils.data.DataLoader(
         stream, batch_size=None, num_workers=plan.recipe.data.num_workers, pin_memory=accelerator.device.type == "cuda"
@@ -68,9 +69,8 @@ def train_stages(model: AudioLLM, plan: Plan, request: RunRequest, accelerator: 
             attach_encoder_lora(model, stage.encoder_lora)
             model.to(accelerator.device)
         trainable = set_trainable(model, stage_parts(stage))
-        if is_complete(stage_dir):
-            info = _reuse_stage(model, stage, stage_dir)
-        else:
+        info = _reuse_stage(model, stage, stage_dir) if is_complete(stage_dir) else None
+        if info is None:  # not finished, or its final weights are damaged (finished from a checkpoint)
             info = _train_stage(model, plan, stage, stage_dir, request, accelerator, trainable)
             train_info["trained_this_invocation"] = True
         train_info["stages"].append({"name": stage.name if stage else "train", **info})
@@ -79,9 +79,12 @@ def train_stages(model: AudioLLM, plan: Plan, request: RunRequest, accelerator: 
     return train_info
 
 
-def _reuse_stage(model: AudioLLM, stage: StageSpec | None, stage_dir: Path) -> dict[str, Any]:
-    """Load a finished stage's final weights; its record from the completion marker."""
+def _reuse_stage(model: AudioLLM, stage: StageSpec | None, stage_dir: Path) -> dict[str, Any] | None:
+    """Load a finished stage's final weights; its record from the completion marker. None when they
+    are damaged and a checkpoint is left to finish the stage from (see :func:`~xares_fusion.train.load_final`)."""
     marker = load_final(model, stage_dir)
+    if marker is None:
+        return None
     log.info(
         "stage %s already complete (%s steps); reusing its final weights",
         stage.name if stage else "train",
@@ -113,10 +116,10 @@ def _train_stage(
         trainable,
         optim.max_steps,
     )
-    loader = training_loader(plan, optim, model.tokenizer, accelerator, start_step=last_checkpoint_step(stage_dir))
     summary = train(
         model,
-        loader,
+        # from the data position of the checkpoint it resumes from (0 when it starts)
+        lambda start: training_loader(plan, optim, model.tokenizer, accelerator, start_step=start),
         optim,
         stage_dir,
         accelerator,
