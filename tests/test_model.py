@@ -35,14 +35,19 @@ def test_rows_are_contiguous_and_loss_only_on_targets(model: AudioLLM) -> None:
     streams = model.encode(audio, mask)
     embeds, emask, _ = model.embed_audio(streams, audio, mask, FusionContext())
     tok = model.tokenizer
-    rows, labels = model._rows(embeds, emask, prompt_ids(tok, ["Classify."] * 2), target_ids(tok, ["low", "high"]))
+    ids, targets = prompt_ids(tok, ["Classify."] * 2), target_ids(tok, ["low", "high"])
+    inputs = model._sequence(embeds, emask, ids, targets, block=False)
     prompt = tok("Classify.")["input_ids"]
     for i, (target, frames) in enumerate([("low", 51), ("high", 101)]):
         target_tokens = tok(target + tok.eos_token)["input_ids"]
         assert target_tokens[-1] == tok.eos_token_id
-        assert rows[i].shape[0] == frames + len(prompt) + len(target_tokens)  # no padding inside a row
-        assert labels[i] == [-100] * (frames + len(prompt)) + target_tokens
-        assert torch.equal(rows[i][:frames], embeds[i, :frames])  # valid audio frames first
+        length = frames + len(prompt) + len(target_tokens)  # no padding inside a row
+        assert inputs.attention[i].tolist() == [1] * length + [0] * (inputs.attention.shape[1] - length)
+        # the loss reads exactly the target tokens, predicted from the positions just before them
+        predicted = inputs.keep[inputs.kept_labels[i] != -100].tolist()
+        assert predicted == list(range(frames + len(prompt) - 1, length - 1))
+        assert inputs.kept_labels[i][inputs.kept_labels[i] != -100].tolist() == target_tokens
+        assert torch.equal(inputs.embeds[i, :frames], embeds[i, :frames])  # valid audio frames first
 
 
 def _features(seconds: list[float], dim: int = 80, rate: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,12 +62,14 @@ def test_answer_is_the_same_alone_and_in_a_batch_of_longer_clips(model: AudioLLM
     # Next-token logits of the first clip, left-padded inside the batch vs alone.
     embeds, emask, _ = model.embed_audio([Stream(features, mask)], None, None, FusionContext())
     ids = prompt_ids(model.tokenizer, prompts)
-    batch_in = model._pad(model._rows(embeds, emask, ids, [[]] * 3)[0], left=True)
-    alone_in = model._pad(model._rows(embeds[:1, :60], emask[:1, :60], ids[:1], [[]])[0], left=True)
-    assert batch_in[2][0, -1] == alone_in[2][0, -1] == 60 + len(ids[0]) - 1
+    batch_in = model._sequence(embeds, emask, ids, [[]] * 3, block=False, left=True)
+    alone_in = model._sequence(embeds[:1, :60], emask[:1, :60], ids[:1], [[]], block=False, left=True)
+    assert batch_in.positions[0, -1] == alone_in.positions[0, -1] == 60 + len(ids[0]) - 1
     with torch.no_grad():
-        batch_logits = model.llm(inputs_embeds=batch_in[0], attention_mask=batch_in[1], position_ids=batch_in[2]).logits
-        alone_logits = model.llm(inputs_embeds=alone_in[0], attention_mask=alone_in[1], position_ids=alone_in[2]).logits
+        batch_logits, alone_logits = (
+            model.llm(inputs_embeds=x.embeds, attention_mask=x.attention, position_ids=x.positions).logits
+            for x in (batch_in, alone_in)
+        )
     torch.testing.assert_close(batch_logits[0, -1], alone_logits[0, -1], atol=1e-4, rtol=1e-4)
     # generate() itself: the same greedy tokens, with a repetition penalty strong enough to
     # steer the untrained model (transformers' own `repetition_penalty=` skipped it for as many
@@ -164,15 +171,15 @@ def test_prompt_before_audio_puts_the_prompt_first(model: AudioLLM) -> None:
     embeds, emask, _ = model.embed_audio([Stream(features, mask)], None, None, FusionContext())
     model.prompt_before_audio = True
     try:
-        rows, labels = model._rows(
-            embeds, emask, prompt_ids(model.tokenizer, ["Classify."]), target_ids(model.tokenizer, ["low"])
+        inputs = model._sequence(
+            embeds, emask, prompt_ids(model.tokenizer, ["Classify."]), target_ids(model.tokenizer, ["low"]), block=False
         )
     finally:
         model.prompt_before_audio = False
     prompt = model.tokenizer("Classify.")["input_ids"]
     frames = int(mask.sum())
-    torch.testing.assert_close(rows[0][len(prompt) : len(prompt) + frames], embeds[0, :frames])
-    assert labels[0][: frames + len(prompt)] == [-100] * (frames + len(prompt))
+    torch.testing.assert_close(inputs.embeds[0, len(prompt) : len(prompt) + frames], embeds[0, :frames])
+    assert int(inputs.keep[0]) == frames + len(prompt) - 1  # no label over the prompt or the audio
 
 
 def test_default_aux_weights_merge_front_end_and_projector(model: AudioLLM) -> None:

@@ -19,6 +19,7 @@ projector only through :class:`~xares_fusion.projectors.Projector`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from peft import PeftModel
@@ -30,6 +31,9 @@ from .frontend import FrontEnd, FusionContext, Stream
 from .projectors import Projector
 from .tokens import prompt_ids, target_ids
 
+if TYPE_CHECKING:
+    from .data.shards import ClipRef
+
 
 @dataclass
 class LALMOutput:
@@ -38,6 +42,26 @@ class LALMOutput:
     lm_loss: torch.Tensor
     aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
     num_target_tokens: int = 0
+
+
+@dataclass
+class LLMInputs:
+    """One batch laid out for the LLM, on its device."""
+
+    embeds: torch.Tensor  # [B, L, H]
+    attention: torch.Tensor  # [B, L], 1 on real tokens and valid audio frames
+    positions: torch.Tensor  # [B, L]
+    keep: torch.Tensor  # the positions followed by a target token in some row (logits needed there)
+    kept_labels: torch.Tensor  # [B, len(keep)]: the token each kept position predicts, -100 where none
+    num_targets: int  # target tokens in the batch
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device`` without waiting for the device: a copy from pageable memory
+    synchronises the stream, one from pinned memory is queued like a kernel."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 class AudioLLM(torch.nn.Module):
@@ -102,15 +126,16 @@ class AudioLLM(torch.nn.Module):
 
     # -- audio path -------------------------------------------------------------------------
     def encode(
-        self, audio: torch.Tensor, audio_mask: torch.Tensor | None, cacheable: list[bool] | None = None
+        self, audio: torch.Tensor, audio_mask: torch.Tensor | None, clips: list[ClipRef | None] | None = None
     ) -> list[Stream | None]:
         """The frozen step: every frozen encoder's output, run without gradients, or read from the
-        feature cache (``cacheable`` marks the rows it may serve). A fusion gives one stream per
-        sub-encoder; a trainable encoder gives None (it runs with gradients in :meth:`embed_audio`).
+        feature cache (``clips`` names each row's audio; rows without one are computed). A fusion
+        gives one stream per sub-encoder; a trainable encoder gives None (it runs with gradients in
+        :meth:`embed_audio`).
         A single frozen encoder runs in the mode ``frozen_encoder_mode`` says while the model
         trains, in eval mode otherwise."""
         train_mode = self.training and self.frozen_encoder_mode == "train"
-        return self.front_end.encode_streams(audio, audio_mask, self.feature_cache, cacheable, train_mode)
+        return self.front_end.encode_streams(audio, audio_mask, self.feature_cache, clips, train_mode)
 
     def embed_audio(
         self,
@@ -139,15 +164,16 @@ class AudioLLM(torch.nn.Module):
         then does not drift while the adapters train."""
         states = None
         if self.front_end.needs_prompt_state:
+            table = self.llm.get_input_embeddings().weight
+            no_audio = table.new_zeros(len(prompts), 0, table.shape[1])
             ids = prompt_ids(self.tokenizer, prompts)
-            device = self.llm.get_input_embeddings().weight.device
-            rows = [self._token_embeddings(row, device) for row in ids]
-            embeds, attention, positions = self._pad(rows, left=False)
+            inputs = self._sequence(no_audio, no_audio[..., 0], ids, [[] for _ in ids], block=False)
+            attention = inputs.attention
             with torch.no_grad(), self.llm.disable_adapter():
                 hidden = self.llm(
-                    inputs_embeds=embeds,
+                    inputs_embeds=inputs.embeds,
                     attention_mask=attention,
-                    position_ids=positions,
+                    position_ids=inputs.positions,
                     output_hidden_states=True,
                     logits_to_keep=1,
                 ).hidden_states[-1]
@@ -172,61 +198,86 @@ class AudioLLM(torch.nn.Module):
         return {**self.front_end.default_aux_weights, **self.projector.default_aux_weights}
 
     # -- text path --------------------------------------------------------------------------
-    def _token_embeddings(self, ids: list[int], device: torch.device) -> torch.Tensor:
-        table = self.llm.get_input_embeddings()
-        return table(torch.tensor(ids, dtype=torch.long, device=device))
-
-    def _rows(
+    def _sequence(
         self,
         audio_embeds: torch.Tensor,
         audio_mask: torch.Tensor,
-        prompt_tokens: list[list[int]],
-        target_tokens: list[list[int]],
-    ) -> tuple[list[torch.Tensor], list[list[int]]]:
-        """Contiguous rows [valid audio][prompt][target] (prompt first for prompt-routed
-        fusions) and their label ids."""
-        rows, labels = [], []
-        for i in range(audio_embeds.shape[0]):
-            audio_part = audio_embeds[i][audio_mask[i].bool()]
-            prompt_part = self._token_embeddings(prompt_tokens[i], audio_embeds.device).to(audio_part.dtype)
-            target_part = self._token_embeddings(target_tokens[i], audio_embeds.device).to(audio_part.dtype)
-            context = [prompt_part, audio_part] if self.prompt_before_audio else [audio_part, prompt_part]
-            rows.append(torch.cat([*context, target_part], dim=0))
-            labels.append([-100] * (audio_part.shape[0] + len(prompt_tokens[i])) + target_tokens[i])
-        return rows, labels
+        p_ids: list[list[int]],
+        t_ids: list[list[int]],
+        block: bool,
+        left: bool = False,
+    ) -> LLMInputs:
+        """The LLM inputs of a batch, built as one gather from the audio frames and the text
+        embeddings with indices and labels worked out on the host.
+
+        ``block``: the official layout, every row's audio block padded to the batch's longest
+        clip, then its prompt and target, right-padded; positions run through the padding.
+        Otherwise rows are contiguous, [valid audio][prompt][target] (prompt first for
+        prompt-routed fusions), padded on the left or the right, with positions that count real
+        tokens only. The token ids and their lengths are host data already; only the contiguous
+        rows read the audio mask back (one host sync), since their layout depends on it. Gathering
+        copies values, so the result equals building each row on its own, bit for bit.
+        """
+        batch, frames, width = audio_embeds.shape
+        device = audio_embeds.device
+        text_ids = [tok for p, t in zip(p_ids, t_ids) for tok in (*p, *t)]
+        table = self.llm.get_input_embeddings()
+        # The gather's source rows: the audio frames, each text token, one zero row for padding.
+        text = table(_to_device(torch.tensor(text_ids, dtype=torch.long), table.weight.device))
+        source = torch.cat(
+            [audio_embeds.reshape(-1, width), text.to(device, audio_embeds.dtype), audio_embeds.new_zeros(1, width)]
+        )
+        pad_index = source.shape[0] - 1
+        valid = audio_mask.bool().tolist() if not block and frames else None
+        indices, labels, text_start = [], [], batch * frames
+        for i, (p, t) in enumerate(zip(p_ids, t_ids)):
+            audio = range(i * frames, (i + 1) * frames)
+            if valid is not None:
+                audio = [i * frames + f for f, v in enumerate(valid[i]) if v]
+            prompt = range(text_start, text_start + len(p))
+            target = range(text_start + len(p), text_start + len(p) + len(t))
+            text_start += len(p) + len(t)
+            context = [*prompt, *audio] if self.prompt_before_audio and not block else [*audio, *prompt]
+            indices.append([*context, *target])
+            labels.append([-100] * len(context) + t)
+        length = max(map(len, indices))
+
+        def padded(rows: list[list[int]], fill: int) -> torch.Tensor:
+            return torch.tensor(
+                [[fill] * (length - len(r)) + r if left else r + [fill] * (length - len(r)) for r in rows]
+            )
+
+        index, label = padded(indices, pad_index), padded(labels, -100)
+        real = padded([[1] * len(row) for row in indices], 0)
+        # Position q predicts token q + 1: only positions followed by a target token need logits.
+        keep: set[int] = set()
+        for row, t in zip(indices, t_ids):
+            first = (length if left else len(row)) - len(t)
+            keep.update(range(max(first - 1, 0), first + len(t) - 1))
+        next_labels = torch.nn.functional.pad(label[:, 1:], (0, 1), value=-100)
+        kept = torch.tensor(sorted(keep), dtype=torch.long)
+        if block:  # the audio block's mask is the device's; positions 0..L-1 through the padding
+            attention = torch.cat([audio_mask.to(torch.long), _to_device(real[:, frames:], device)], 1)
+            positions = torch.arange(length, device=device).expand(batch, -1)
+        else:
+            attention = _to_device(real, device)
+            positions = _to_device((real.cumsum(-1) - 1).clamp(min=0), device)
+        return LLMInputs(
+            embeds=source[_to_device(index, device)],
+            attention=attention,
+            positions=positions,
+            keep=_to_device(kept, device),
+            kept_labels=_to_device(next_labels[:, kept], device),
+            num_targets=sum(map(len, t_ids)),
+        )
 
     def _training_sequence(
         self, audio_embeds: torch.Tensor, audio_mask: torch.Tensor, prompts: list[str], targets: list[str]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[list[int]]]:
-        """Embeddings, attention mask, position ids and per-row labels of a training batch."""
+    ) -> LLMInputs:
+        """The LLM inputs of a training batch in the model's layout."""
         p_ids, t_ids = prompt_ids(self.tokenizer, prompts), target_ids(self.tokenizer, targets)
-        if self.audio_layout == "packed" or self.prompt_before_audio:
-            rows, labels = self._rows(audio_embeds, audio_mask, p_ids, t_ids)
-            embeds, attention, positions = self._pad(rows, left=False)
-            return embeds, attention, positions, labels
-        # Official: [audio block, padded to the batch's longest clip][prompt + target, right-padded].
-        text_rows = [
-            self._token_embeddings(p + t, audio_embeds.device).to(audio_embeds.dtype) for p, t in zip(p_ids, t_ids)
-        ]
-        text, text_mask, _ = self._pad(text_rows, left=False)
-        embeds = torch.cat([audio_embeds, text], dim=1)
-        attention = torch.cat([audio_mask.to(text_mask.dtype), text_mask], dim=1)
-        positions = torch.arange(embeds.shape[1], device=embeds.device).expand(embeds.shape[0], -1)
-        labels = [[-100] * (audio_embeds.shape[1] + len(p)) + t for p, t in zip(p_ids, t_ids)]
-        return embeds, attention, positions, labels
-
-    @staticmethod
-    def _pad(rows: list[torch.Tensor], left: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Stack rows with padding on one side; returns embeds, attention mask, position ids."""
-        length = max(r.shape[0] for r in rows)
-        embeds = rows[0].new_zeros(len(rows), length, rows[0].shape[-1])
-        mask = torch.zeros(len(rows), length, dtype=torch.long, device=rows[0].device)
-        for i, row in enumerate(rows):
-            span = slice(length - row.shape[0], length) if left else slice(0, row.shape[0])
-            embeds[i, span] = row
-            mask[i, span] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        return embeds, mask, positions
+        block = self.audio_layout == "official" and not self.prompt_before_audio
+        return self._sequence(audio_embeds, audio_mask, p_ids, t_ids, block=block)
 
     # -- training and generation ------------------------------------------------------------
     def forward(
@@ -237,30 +288,27 @@ class AudioLLM(torch.nn.Module):
         targets: list[str],
         tasks: list[str] | None = None,
         streams: list[Stream | None] | None = None,
-        cacheable: list[bool] | None = None,
+        clips: list[ClipRef | None] | None = None,
     ) -> LALMOutput:
         """Next-token loss on target tokens (+EOS) only. ``streams`` (the output of :meth:`encode`,
-        e.g. from a cache) skip the frozen encoders; ``tasks`` name each row's task; ``cacheable``
-        marks rows the feature cache may serve (not random crops)."""
+        e.g. from a cache) skip the frozen encoders; ``tasks`` name each row's task; ``clips``
+        names each row's audio for the feature cache (None: not cacheable)."""
         if streams is None:
-            streams = self.encode(audio, audio_mask, cacheable)
+            streams = self.encode(audio, audio_mask, clips)
         audio_embeds, embed_mask, aux = self.embed_audio(streams, audio, audio_mask, self._context(prompts, tasks))
-        embeds, attention, positions, labels = self._training_sequence(audio_embeds, embed_mask, prompts, targets)
-        label_tensor = torch.full(attention.shape, -100, dtype=torch.long, device=embeds.device)
-        for i, row_labels in enumerate(labels):
-            label_tensor[i, : len(row_labels)] = torch.tensor(row_labels, device=embeds.device)
-        # Position t predicts token t + 1: only positions followed by a target token need logits,
-        # so the vocabulary projection runs on those alone (the loss is the same mean over targets).
-        next_labels = torch.nn.functional.pad(label_tensor[:, 1:], (0, 1), value=-100)
-        keep = (next_labels != -100).any(0).nonzero().squeeze(-1)
+        inputs = self._training_sequence(audio_embeds, embed_mask, prompts, targets)
+        # The vocabulary projection runs only on the positions followed by a target token (the
+        # loss is the same mean over targets).
         logits = self.llm(
-            inputs_embeds=embeds, attention_mask=attention, position_ids=positions, logits_to_keep=keep
+            inputs_embeds=inputs.embeds,
+            attention_mask=inputs.attention,
+            position_ids=inputs.positions,
+            logits_to_keep=inputs.keep,
         ).logits
-        kept_labels = next_labels[:, keep]
         loss = torch.nn.functional.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]), kept_labels.reshape(-1), ignore_index=-100
+            logits.float().reshape(-1, logits.shape[-1]), inputs.kept_labels.reshape(-1), ignore_index=-100
         )
-        return LALMOutput(lm_loss=loss, aux_losses=aux, num_target_tokens=int((kept_labels != -100).sum()))
+        return LALMOutput(lm_loss=loss, aux_losses=aux, num_target_tokens=inputs.num_targets)
 
     @torch.no_grad()
     def generate(
@@ -276,8 +324,8 @@ class AudioLLM(torch.nn.Module):
         if streams is None:
             streams = self.encode(audio, audio_mask)
         audio_embeds, embed_mask, _ = self.embed_audio(streams, audio, audio_mask, self._context(prompts, tasks))
-        rows, _ = self._rows(audio_embeds, embed_mask, prompt_ids(self.tokenizer, prompts), [[] for _ in prompts])
-        embeds, attention, _ = self._pad(rows, left=True)
+        ids = prompt_ids(self.tokenizer, prompts)
+        inputs = self._sequence(audio_embeds, embed_mask, ids, [[] for _ in ids], block=False, left=True)
         kwargs = {
             "do_sample": False,
             "num_beams": 1,
@@ -297,7 +345,7 @@ class AudioLLM(torch.nn.Module):
         if penalty is not None and penalty != 1.0:
             processors.append(RepetitionPenaltyLogitsProcessor(penalty))
         tokens = self.llm.generate(
-            inputs_embeds=embeds, attention_mask=attention, logits_processor=processors, **kwargs
+            inputs_embeds=inputs.embeds, attention_mask=inputs.attention, logits_processor=processors, **kwargs
         )
         return [t.strip() for t in self.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
 

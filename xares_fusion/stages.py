@@ -16,6 +16,7 @@ from peft import LoraConfig, get_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from .config import DEFAULT_TRAINABLE, EncoderLoraSpec, StageSpec
+from .errors import ConfigError
 from .model import AudioLLM
 
 
@@ -58,9 +59,9 @@ def set_trainable(model: AudioLLM, parts: list[str] | tuple[str, ...]) -> int:
 def _sub_encoders(model: AudioLLM, index: int) -> torch.nn.ModuleList:
     encoders = model.front_end.sub_encoders()
     if not encoders:
-        raise ValueError("encoder_lora needs a fusion front-end (it adapts one of its encoders)")
+        raise ConfigError("stages[].encoder_lora needs a fusion front-end (it adapts one of its encoders)")
     if not 0 <= index < len(encoders):
-        raise ValueError(f"encoder_lora.encoder={index}, but the fusion has {len(encoders)} encoders")
+        raise ConfigError(f"stages[].encoder_lora.encoder={index}, but the fusion has {len(encoders)} encoders")
     return encoders
 
 
@@ -73,7 +74,7 @@ def attach_encoder_lora(model: AudioLLM, spec: EncoderLoraSpec) -> None:
     try:
         wrapped = get_peft_model(encoders[spec.encoder], config)
     except ValueError as err:
-        raise ValueError(
+        raise ConfigError(
             f"encoder_lora.target_modules={spec.target_modules} match no layer of encoder "
             f"{spec.encoder} ({type(encoders[spec.encoder]).__name__}): {err}"
         ) from err
@@ -92,3 +93,30 @@ def merge_encoder_lora(model: AudioLLM, spec: EncoderLoraSpec) -> None:
 def stage_parts(stage: StageSpec | None) -> tuple[str, ...]:
     """The parts a stage trains (the default parts for a single-stage run)."""
     return tuple(stage.train) if stage is not None else DEFAULT_TRAINABLE
+
+
+# The modules whose weights autocast rounds to the compute dtype at every call anyway (matrix
+# products): casting them once gives the same numbers and halves their memory. Norms, embeddings
+# and bare parameters keep fp32, since autocast would compute with them (or add them) in fp32.
+_CAST_MODULES = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+
+
+def cast_frozen_weights(model: AudioLLM, stages: list[StageSpec] | None, dtype: torch.dtype) -> int:
+    """Cast the matrix-product weights that no stage trains (frozen encoders, the LLM's base
+    weights) to ``dtype``; the parts any stage trains keep fp32, and so do LoRA adapters that a
+    stage attaches later (peft creates them in fp32). Returns the number of values cast.
+
+    Under autocast to ``dtype`` this changes no number, since autocast casts these weights at
+    every call; it saves their fp32 copies and the per-step casts of frozen weights, which
+    autocast does not cache."""
+    weights = trainable_parts(model)
+    trained = {id(p) for stage in stages or [None] for part in stage_parts(stage) for p in weights.get(part, [])}
+    count = 0
+    for module in model.modules():
+        if not isinstance(module, _CAST_MODULES):
+            continue
+        for param in module.parameters(recurse=False):
+            if id(param) not in trained and param.is_floating_point() and param.dtype != dtype:
+                param.data = param.data.to(dtype)
+                count += param.numel()
+    return count

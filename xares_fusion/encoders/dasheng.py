@@ -19,6 +19,7 @@ from torch import nn
 from ..constants import SAMPLE_RATE
 from ..registry import register_encoder
 from .dasheng_checkpoints import HUB_IDS, SIZES, DashengCheckpointError, build_model, load_dasheng, read_checkpoint
+from .hidden_layers import LayerRequest, keep_layers
 from .masking import lengths_to_mask, sample_lengths
 
 __all__ = [
@@ -67,7 +68,8 @@ class DashengEncoder(nn.Module):
 
             In every mode the dB floor (top_db) is shared by the batch, as torchaudio computes it,
             and BatchNorm uses batch statistics when the encoder is in train mode.
-        output_hidden_states: keep every layer's output in ``self.hidden_states`` (for fusions).
+        output_hidden_states: keep layer outputs in ``self.hidden_states`` (for fusions): True for
+            every layer's (the embeddings first, the last layer-normed), or a list of indices into them.
         size: ``"base"``, ``"0.6B"`` or ``"1.2B"``: the checkpoint must be of this size (set by
             the ``dasheng-base``/``-0.6b``/``-1.2b`` encoders).
     """
@@ -77,7 +79,7 @@ class DashengEncoder(nn.Module):
         model_name: str = HUB_IDS["base"],
         checkpoint: str | None = None,
         mode: str = "official-example",
-        output_hidden_states: bool = False,
+        output_hidden_states: LayerRequest = False,
         size: str | None = None,
     ) -> None:
         super().__init__()
@@ -110,18 +112,19 @@ class DashengEncoder(nn.Module):
                 f"Dasheng needs at least {self.min_samples} samples (one 40 ms frame); got a batch of {audio.shape[-1]}"
             )
         spectrogram = self.front_end(audio)
+        all_states = self.output_hidden_states is not False
         if self.mode == "masked":
             frames = spectrogram.shape[-1] // self.model.config.patch_stride[1]
             valid = (sample_lengths(audio, audio_attention_mask) // self.samples_per_frame).clamp(1, frames)
-            states = self.model(spectrogram, valid, "package", self.output_hidden_states)
+            states = self.model(spectrogram, valid, "package", all_states)
             mask = lengths_to_mask(valid, frames)
             states = [s * mask[..., None].to(s.dtype) for s in states]
         else:
             chunking = "hub" if self.mode == "official-example" else "package"
-            states = self.model(spectrogram, None, chunking, self.output_hidden_states)
+            states = self.model(spectrogram, None, chunking, all_states)
             mask = torch.ones(states[-1].shape[:2], dtype=torch.long, device=audio.device)
-        if self.output_hidden_states:
-            self.hidden_states = states
+        if all_states:
+            self.hidden_states = keep_layers(states, self.output_hidden_states)
         return states[-1], mask
 
 

@@ -7,6 +7,7 @@ from transformers import AutoFeatureExtractor, AutoModel
 
 from ..constants import SAMPLE_RATE
 from ..registry import register_encoder
+from .hidden_layers import LayerRequest, keep_layers
 from .masking import lengths_to_mask, sample_lengths
 
 
@@ -21,10 +22,11 @@ class SSLEncoder(torch.nn.Module):
     Args:
         model_name: hub id or local directory.
         layer: which hidden state to return (-1 = last; 0 = the CNN/projection output).
-        output_hidden_states: keep every layer's output in ``self.hidden_states``.
+        output_hidden_states: keep layer outputs in ``self.hidden_states``: True for every
+            layer's, or a list of indices into them (as ``layer``).
     """
 
-    def __init__(self, model_name: str, layer: int = -1, output_hidden_states: bool = False) -> None:
+    def __init__(self, model_name: str, layer: int = -1, output_hidden_states: LayerRequest = False) -> None:
         super().__init__()
         self.model = AutoModel.from_pretrained(model_name)
         config = self.model.config
@@ -50,13 +52,15 @@ class SSLEncoder(torch.nn.Module):
             var = ((x - mean) ** 2 * sample_mask).sum(-1, keepdim=True) / count
             x = (x - mean) / torch.sqrt(var + 1e-7) * sample_mask
         kwargs = {"attention_mask": sample_mask.long()} if self.uses_attention_mask else {}
-        out = self.model(x.to(next(self.model.parameters()).dtype), output_hidden_states=True, **kwargs)
+        # The model keeps every layer's output only when some besides the last are read.
+        all_states = self.layer != -1 or self.output_hidden_states is not False
+        out = self.model(x.to(next(self.model.parameters()).dtype), output_hidden_states=all_states, **kwargs)
         valid = self.model._get_feat_extract_output_lengths(lengths)
         mask = lengths_to_mask(valid, out.last_hidden_state.shape[1])
-        states = list(out.hidden_states)
-        if self.output_hidden_states:
-            self.hidden_states = [s * mask[..., None] for s in states]
-        features = states[self.layer] if self.layer != -1 else out.last_hidden_state
+        if all_states:
+            kept = keep_layers(list(out.hidden_states), self.output_hidden_states)
+            self.hidden_states = None if kept is None else [s * mask[..., None] for s in kept]
+        features = out.hidden_states[self.layer] if self.layer != -1 else out.last_hidden_state
         return features * mask[..., None].to(features.dtype), mask
 
 

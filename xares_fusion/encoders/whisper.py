@@ -17,8 +17,8 @@ import torch
 from huggingface_hub import try_to_load_from_cache
 from transformers import WhisperFeatureExtractor, WhisperModel
 
-from ..constants import SAMPLE_RATE
 from ..registry import register_encoder
+from .hidden_layers import LayerRequest, requested_layers
 from .masking import lengths_to_mask, pool_frames, sample_lengths
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,33 @@ def load_whisper_encoder(name_or_path: str) -> torch.nn.Module:
 TRIMS = ("true-length", "official-example")
 
 
+def whisper_log_mel(
+    audio: torch.Tensor,
+    lengths: torch.Tensor,
+    samples: int,
+    filters: torch.Tensor,
+    window: torch.Tensor,
+    hop_length: int = 160,
+) -> torch.Tensor:
+    """Whisper's log-mel of a batch [B, S] on its own device, [B, n_mels, samples // hop_length].
+
+    The numbers of ``WhisperFeatureExtractor`` (its torch path): each clip cut to its ``lengths``
+    and to ``samples``, zero-padded to ``samples`` *before* the STFT (centred, reflect-padded,
+    Hann window), the last frame dropped, |STFT|² through the extractor's ``mel_filters``,
+    log10 floored at 1e-10 and at 8 below the clip's maximum over its whole padded window, then
+    (x + 4) / 4. In fp32 whatever the run's precision: under autocast the filter product would
+    round (bf16) or overflow (fp16) before the encoder sees it.
+    """
+    with torch.autocast(device_type=audio.device.type, enabled=False):
+        x = audio[:, :samples].float()
+        x = torch.where(lengths_to_mask(lengths, x.shape[-1]).bool(), x, 0.0)
+        x = torch.nn.functional.pad(x, (0, samples - x.shape[-1]))
+        stft = torch.stft(x, window.shape[0], hop_length, window=window, return_complex=True)
+        log_spec = torch.clamp(filters.T @ stft[..., :-1].abs() ** 2, min=1e-10).log10()
+        log_spec = torch.maximum(log_spec, log_spec.amax(dim=(1, 2), keepdim=True) - 8.0)
+        return (log_spec + 4.0) / 4.0
+
+
 @register_encoder("whisper")
 @register_encoder("whisper-base")
 class WhisperEncoder(torch.nn.Module):
@@ -55,7 +82,9 @@ class WhisperEncoder(torch.nn.Module):
             challenge's baseline).
         pool: average this many adjacent frames (2 gives the 25 frames/s of the fusion paper).
         pad_to_30s: pad every clip to 30 s (faithful default) or only to the batch's longest clip.
-        output_hidden_states: keep every layer's output in ``self.hidden_states`` (for fusions).
+        output_hidden_states: keep layer outputs in ``self.hidden_states`` (for fusions): True for
+            every layer's (the embeddings first, the last layer-normed), or a list of indices into
+            them; the others are dropped as soon as the next layer has run.
         trim: ``"true-length"`` keeps each clip's valid frames, (L - 1) // 2 + 1 of L mel frames.
             ``"official-example"`` reproduces the official XARES-LLM example encoder, with which
             the challenge's baselines were published: it halves the mel length twice while the
@@ -68,7 +97,7 @@ class WhisperEncoder(torch.nn.Module):
         model_name: str = "openai/whisper-base",
         pool: int = 1,
         pad_to_30s: bool = True,
-        output_hidden_states: bool = False,
+        output_hidden_states: LayerRequest = False,
         trim: str = "true-length",
     ) -> None:
         super().__init__()
@@ -83,37 +112,39 @@ class WhisperEncoder(torch.nn.Module):
         self.trim = trim
         self.frame_rate = 50.0 / pool
         self.hidden_states: list[torch.Tensor] | None = None
+        # Not in the state dict: fixed by the extractor (the same filters HF applies).
+        extractor = self.feature_extractor
+        self.register_buffer("mel_filters", torch.from_numpy(extractor.mel_filters).float(), persistent=False)
+        self.register_buffer("window", torch.hann_window(extractor.n_fft), persistent=False)
 
     def _mel(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        clips = [a[:n].float().cpu().numpy() for a, n in zip(audio, lengths.tolist())]
-        padding = "max_length" if self.pad_to_30s else "longest"
-        # The log-mel runs in torch on the audio's device (GPU in real runs), not on the CPU.
-        mel = self.feature_extractor(
-            clips,
-            sampling_rate=SAMPLE_RATE,
-            return_tensors="pt",
-            padding=padding,
-            pad_to_multiple_of=None if self.pad_to_30s else 2,
-            device=str(audio.device),
-        ).input_features
-        return mel.to(audio.device, dtype=next(self.model.parameters()).dtype)
+        """The log-mel on the audio's device, in fp32, then in the encoder's weight dtype."""
+        samples = self.feature_extractor.n_samples
+        if not self.pad_to_30s:  # the extractor's padding="longest", pad_to_multiple_of=2
+            longest = min(int(lengths.max()), samples)
+            samples = longest + longest % 2
+        mel = whisper_log_mel(audio, lengths, samples, self.mel_filters, self.window, self.feature_extractor.hop_length)
+        return mel.to(self.model.conv1.weight.dtype)
 
-    def _encode(self, mel: torch.Tensor) -> list[torch.Tensor]:
-        """Embeddings, then each layer's output with the last one layer-normed (as HF's hidden_states).
+    def _encode(self, mel: torch.Tensor, wanted: list[int]) -> dict[int, torch.Tensor]:
+        """The states of ``wanted`` and the last one, by index: 0 the embeddings, then each layer's
+        output, the last layer-normed (as HF's hidden_states). The others are not kept.
 
         Written out rather than calling the HF encoder because that one accepts exactly 30 s of
         mel frames, while the speed mode needs shorter inputs (positions sliced to the length).
         """
         enc = self.model
+        last = len(enc.layers)
         x = torch.nn.functional.gelu(enc.conv1(mel))
         x = torch.nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)
         x = x + enc.embed_positions.weight[: x.shape[1]]
-        states = [x]
-        for layer in enc.layers:
+        states = {0: x} if 0 in wanted else {}
+        for index, layer in enumerate(enc.layers, 1):
             out = layer(x, None)
             x = out[0] if isinstance(out, tuple) else out
-            states.append(x)
-        states[-1] = enc.layer_norm(x)
+            if index in wanted and index != last:
+                states[index] = x
+        states[last] = enc.layer_norm(x)
         return states
 
     def valid_frames(self, lengths: torch.Tensor) -> torch.Tensor:
@@ -127,13 +158,14 @@ class WhisperEncoder(torch.nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = sample_lengths(audio, audio_attention_mask)
         valid = self.valid_frames(lengths)
-        states = self._encode(self._mel(audio, lengths))
+        wanted = requested_layers(self.output_hidden_states, len(self.model.layers) + 1)
+        states = self._encode(self._mel(audio, lengths), wanted)
         keep = int(valid.max())
         mask = lengths_to_mask(valid, keep)
-        states = [s[:, :keep] for s in states]
-        if self.output_hidden_states:
-            self.hidden_states = [pool_frames(s, mask, self.pool)[0] for s in states]
-        features, mask = pool_frames(states[-1], mask, self.pool)
+        states = {index: s[:, :keep] for index, s in states.items()}
+        if self.output_hidden_states is not False:
+            self.hidden_states = [pool_frames(states[i], mask, self.pool)[0] for i in wanted]
+        features, mask = pool_frames(states[len(self.model.layers)], mask, self.pool)
         if self.trim == "official-example" and self.pool == 1:
             return features, mask
         return features * mask[..., None].to(features.dtype), mask

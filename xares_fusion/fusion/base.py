@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import abc
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -26,6 +26,9 @@ from ..encoders.masking import sample_lengths
 from ..encoders.spectral import LogMelEncoder, StftEncoder
 from ..frontend import FrontEnd, FusionContext, Stream, StreamCache
 from .streams import align_streams
+
+if TYPE_CHECKING:
+    from ..data.shards import ClipRef
 
 
 class RoutingStats:
@@ -198,7 +201,7 @@ class FusionFrontEnd(RoutingStatsMixin, FrontEnd):
         audio: torch.Tensor,
         audio_mask: torch.Tensor | None,
         cache: StreamCache | None = None,
-        cacheable: list[bool] | None = None,
+        clips: list[ClipRef | None] | None = None,
         train_mode: bool = False,
     ) -> list[Stream | None]:
         """Outputs of the frozen sub-encoders (None where a sub-encoder trains), read from and
@@ -208,7 +211,7 @@ class FusionFrontEnd(RoutingStatsMixin, FrontEnd):
         return [
             None
             if declared_extras(encoder).trainable
-            else frozen_stream(encoder, audio, audio_mask, cache, cacheable, hidden_states=self.needs_hidden_states)
+            else frozen_stream(encoder, audio, audio_mask, cache, clips, hidden_states=self.needs_hidden_states)
             for encoder in self.encoders
         ]
 

@@ -15,10 +15,11 @@ from dataclasses import replace
 import torch
 
 from ..encoders.masking import pool_frames
+from ..errors import EncoderError
 from ..frontend import Stream
 
 
-class AlignmentError(ValueError):
+class AlignmentError(EncoderError, ValueError):
     """Streams whose frame rates cannot be reconciled; the message says which and how to fix it."""
 
 
