@@ -1,22 +1,31 @@
-"""`xares-fusion bench`: one fixed workload in parity mode and with each speed option, in one process.
+"""`xares-fusion bench`: one fixed workload (N training steps, then M eval rows) in parity mode and
+with the speed options, in one process, each mode timed end to end.
 
-Modes, each a fresh model from the same initial weights and the same seeded training stream:
+Modes, each from the recipe's initial weights and the same seeded training stream:
 
-* parity: fp32, no feature cache; N training steps, then M eval rows generated one at a time;
-* batched eval: the parity model's weights, the same rows in length-sorted batches; its answers
-  are compared with the one-row answers (they should be equal: rows are batch-invariant);
-* batched eval + fp32 cache: as batched eval, with the eval clips' encoder outputs stored first
-  (untimed, one clip at a time as in parity) in an fp32 cache, the state of every evaluation
-  after the first of an encoder; its answers are compared with the one-row answers too;
-* warm fp16 cache: the frozen encoders' outputs for the timed training batches and the eval
-  clips are computed first (untimed), then training and batched evaluation read them;
-* each extra precision (``--precision bf16``): as warm fp16 cache, under that autocast.
+* ``parity``: what ``run`` does by default: fp32, no feature cache, deterministic mode, every
+  frozen encoder recomputed, evaluation at the task's own batch size (the official one);
+* ``batched eval``: the parity model's weights evaluated in batches of ``eval_batch``; its
+  training is parity's (the same code on the same weights), so its end-to-end time counts parity's
+  training time;
+* ``warm fp32 cache``: training and batched evaluation read the frozen encoders' outputs from an
+  fp32 feature cache filled beforehand (the state of every run after the first of an encoder);
+  the features are those the encoder computes, so the answers should be parity's;
+* ``warm fp16 cache``: the same from an fp16 cache, with deterministic mode off and TF32 on: every
+  speed option at once (answers may differ from parity's);
+* each extra precision (``--precision bf16``): as ``warm fp16 cache``, under that autocast.
 
-Training and evaluation call what `run` calls (``train_stages``, with the run's auxiliary loss
-weights and data loader; ``generate_predictions``, which reports the time spent in the frozen
-encoders), so the figures are those of a run. Training time includes the first step's start-up,
-so use N >= 10. Peak memory is the process's peak resident set since the mode started (Linux,
-reset through /proc/self/clear_refs) on CPU, the peak allocated CUDA memory on GPU.
+Every timed region goes through :func:`measured`: wall time with the CUDA queue drained at both
+ends, peak memory since the region began, and the model FLOPs it ran. Filling a cache is timed
+apart (``cache_fill_s``), never inside a mode. Training and evaluation call what ``run`` calls
+(``train_stages``, ``generate_predictions``), so the figures are those of a run, start-up of the
+first step included.
+
+Model FLOPs (docs/performance.md): every linear and convolution layer that runs counts
+2 x its weights x the positions it is applied to; in training, as much again for the weight
+gradient of a trainable layer and again for the input gradient where the input carries one (the
+frozen LLM between the projector and the loss). Attention score products, norms and the
+optimiser are not counted, so MFU is a slight underestimate.
 """
 
 from __future__ import annotations
@@ -24,10 +33,16 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import platform
+import re
+import resource
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -39,13 +54,14 @@ from .data.shards import require_shards
 from .evaluate import generate_predictions
 from .feature_cache import FeatureCache
 from .model import AudioLLM
+from .results.provenance import device_provenance
 from .runner import (
     Plan,
     RunRequest,
-    apply_tf32,
     build_model,
     make_accelerator,
     plan_run,
+    process_state,
     set_deterministic,
     train_stages,
     training_loader,
@@ -53,161 +69,241 @@ from .runner import (
 
 log = logging.getLogger("xares_fusion")
 
+# Peak dense (no sparsity) bf16 tensor TFLOP/s, matched on torch.cuda.get_device_name(), from the
+# vendors' datasheets: "NVIDIA H100 Tensor Core GPU" (SXM 989, PCIe 756), "NVIDIA H200 Tensor Core
+# GPU" (SXM 989), "NVIDIA A100 Tensor Core GPU" (312), "NVIDIA L40S GPU" (362) and the "NVIDIA Ada
+# GPU Architecture" whitepaper (GeForce RTX 4090, FP32 accumulate: 165). NVL parts have other
+# peaks and are left unknown (MFU null) rather than given a wrong one.
+PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
+    (r"H100.*PCIe", 756.0),
+    (r"H100 (80GB HBM3|SXM)", 989.0),
+    (r"H200(?! NVL)", 989.0),
+    (r"A100", 312.0),
+    (r"L40S", 362.0),
+    (r"RTX 4090", 165.0),
+)
 
-@dataclass
-class Measurement:
-    mode: str
-    train_steps_per_s: float | None = None
-    eval_rows_per_s: float | None = None
-    generate_rows_per_s: float | None = None  # evaluation without the time spent in frozen encoders
-    peak_mib: float | None = None
-    same_answers: str | None = None  # "k/M" eval answers equal to parity's one-row answers
-
-
-def _reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    else:
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-        except OSError:
-            pass  # not Linux: the peak is then the process's peak so far
+PARITY = "parity"
 
 
-def _peak_mib(device: torch.device) -> float | None:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
+def peak_bf16_tflops(device_name: str | None) -> float | None:
+    """The device's peak dense bf16 TFLOP/s from :data:`PEAK_BF16_TFLOPS`; None when unknown."""
+    for pattern, tflops in PEAK_BF16_TFLOPS:
+        if device_name and re.search(pattern, device_name):
+            return tflops
     return None
 
 
-def _train_rate(model: AudioLLM, plan: Plan, request: RunRequest, accelerator: Accelerator) -> float:
-    """Steps per second of training every stage of the recipe from scratch, as `run` trains it."""
-    with tempfile.TemporaryDirectory(prefix="xares-bench-train-") as run_dir:
-        stages = train_stages(model, dataclasses.replace(plan, run_dir=Path(run_dir)), request, accelerator)["stages"]
-    return sum(s["steps"] for s in stages) / sum(s["seconds"] for s in stages)
+class FlopCounter:
+    """Model FLOPs of the linear and convolution layers of ``model`` while it is attached
+    (forward hooks, so only layers that run count: a cached encoder adds nothing)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.flops = 0
+        self._handles = [
+            m.register_forward_hook(self._count)
+            for m in model.modules()
+            if isinstance(m, (torch.nn.Linear, torch.nn.modules.conv._ConvNd))
+        ]
+
+    def _count(self, module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        # 2 x (input features x output features) per output position, for a convolution the
+        # kernel's input window; weight.shape[0] is the output width of both layer kinds.
+        forward = 2 * (output.numel() // module.weight.shape[0]) * module.weight.numel()
+        backward = 0
+        if torch.is_grad_enabled() and output.requires_grad:
+            backward = forward * (int(module.weight.requires_grad) + int(inputs[0].requires_grad))
+        self.flops += forward + backward
+
+    def detach(self) -> None:
+        """Remove the hooks."""
+        for handle in self._handles:
+            handle.remove()
 
 
-def _cache_training_batches(model: AudioLLM, plan: Plan, accelerator: Accelerator) -> None:
-    """Encode the timed training batches once, read as training reads them, filling the feature
-    cache (all of them where every stage keeps the recipe's batch size and seed)."""
-    optim = plan.recipe.optim
-    batches = iter(training_loader(plan, optim, model.tokenizer, accelerator))
-    for _ in range(optim.max_steps):
-        batch = next(batches)
-        model.encode(
-            batch["audio"].to(accelerator.device), batch["audio_mask"].to(accelerator.device), batch["cacheable"]
-        )
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
-def _cache_eval_clips(model: AudioLLM, eval_task: TaskConfig, rows: int, batch_size: int, device: torch.device) -> None:
-    """Encode the first ``rows`` eval clips once, ``batch_size`` at a time on ``device`` (where the
-    evaluation will run them), filling the feature cache."""
-    spec = eval_task.split("eval")
-    clips = [
-        s.audio
-        for _, s in zip(
-            range(rows),
-            iter_samples(require_shards(spec, eval_task.name, "eval"), eval_task.key_for("eval"), SkipCounter()),
-        )
-        if s.audio is not None
-    ]
-    for start in range(0, len(clips), batch_size):
-        audio, audio_mask = pad_audio(clips[start : start + batch_size])
-        model.encode(audio.to(device), audio_mask.to(device))
+def _reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        # Linux: writing 5 resets the process's peak resident set (VmHWM) to its current one.
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # elsewhere the peak is the process's peak so far
 
 
-def _eval(
-    model: AudioLLM, task: TaskConfig, rows: int, batch_size: int, accelerator: Accelerator
-) -> tuple[float, float, list[str]]:
-    """Rows per second of the whole evaluation, rows per second of everything after the frozen
-    encoders (prompt building, prefill, decoding), and the answers in row order."""
-    task = dataclasses.replace(task, eval=dataclasses.replace(task.eval, batch_size=batch_size))
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e6
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        pass
+    # ru_maxrss is in KiB on Linux, bytes on macOS.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if platform.system() == "Darwin" else 1024) / 1e6
+
+
+@dataclass
+class Measured:
+    """One timed region: wall seconds, peak memory (MB), model FLOPs and, for training, the last
+    logged loss."""
+
+    seconds: float = 0.0
+    peak_mem_mb: float = 0.0
+    flops: int = 0
+    loss: float | None = None
+
+
+@contextmanager
+def measured(model: torch.nn.Module, device: torch.device) -> Iterator[Measured]:
+    """Time the block honestly: on CUDA the kernels queued before it are waited for first and its
+    own kernels before the clock stops (launches are asynchronous, so the bare wall time would
+    miss work); peak memory is reset at the start; FLOPs are counted while it runs."""
+    result = Measured()
+    _synchronize(device)
+    _reset_peak_memory(device)
+    counter = FlopCounter(model)
     started = time.perf_counter()
-    outcome = generate_predictions(model, task, accelerator, limit=rows, progress=False)
-    seconds = time.perf_counter() - started
-    return (
-        len(outcome.rows) / seconds,
-        len(outcome.rows) / (seconds - outcome.encode_seconds),
-        outcome.rows["predict"].tolist(),
-    )
+    try:
+        yield result
+    finally:
+        _synchronize(device)
+        result.seconds = time.perf_counter() - started
+        counter.detach()
+        result.flops = counter.flops
+        result.peak_mem_mb = _peak_memory_mb(device)
 
 
-def _agreement(answers: list[str], reference: list[str]) -> str:
-    return f"{sum(a == b for a, b in zip(answers, reference))}/{len(reference)}"
+@dataclass
+class ModeResult:
+    """The figures of one mode. ``train`` is None for a mode that reuses parity's training."""
+
+    mode: str
+    steps: int
+    train: Measured | None
+    eval: Measured
+    predictions: list[str]
+    cache_fill_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _batched_eval(
-    mode: str,
-    model: AudioLLM,
-    task: TaskConfig,
-    rows: int,
-    batch_size: int,
-    accelerator: Accelerator,
-    reference: list[str],
-) -> Measurement:
-    """Batched evaluation of trained weights, its answers checked against their one-row answers."""
-    _reset_peak(accelerator.device)
-    measurement = Measurement(mode)
-    measurement.eval_rows_per_s, measurement.generate_rows_per_s, answers = _eval(
-        model, task, rows, batch_size, accelerator
-    )
-    measurement.peak_mib, measurement.same_answers = _peak_mib(accelerator.device), _agreement(answers, reference)
-    return measurement
+@contextmanager
+def _speed_flags(deterministic: bool, tf32: bool) -> Iterator[None]:
+    """Deterministic mode and TF32 for one mode, then the parity settings back."""
+    set_deterministic(deterministic)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        set_deterministic(True)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
 
 
 def _fresh(plan: Plan, precision: str) -> tuple[AudioLLM, Accelerator, Plan]:
     """A new model from the recipe's initial weights, the Accelerator of ``precision`` and the plan
     with that precision."""
     gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     accelerator = make_accelerator(precision)
     recipe = dataclasses.replace(plan.recipe, optim=dataclasses.replace(plan.recipe.optim, precision=precision))
     model = build_model(recipe, [s.task for s in plan.sources]).to(accelerator.device)
-    apply_tf32(recipe)  # as `run` does
-    _reset_peak(accelerator.device)
     return model, accelerator, dataclasses.replace(plan, recipe=recipe)
 
 
+def _train(model: AudioLLM, plan: Plan, request: RunRequest, accelerator: Accelerator) -> Measured:
+    """Every stage of the recipe from scratch, as `run` trains it, measured; ``loss`` is the last
+    logged training loss (equal losses show equal training where a short run answers little)."""
+    with tempfile.TemporaryDirectory(prefix="xares-bench-train-") as run_dir:
+        with measured(model, accelerator.device) as m:
+            info = train_stages(model, dataclasses.replace(plan, run_dir=Path(run_dir)), request, accelerator)
+    m.loss = info["stages"][-1]["loss_history"][-1]["loss"]
+    return m
+
+
+def _eval(
+    model: AudioLLM, task: TaskConfig, rows: int, batch_size: int, accelerator: Accelerator
+) -> tuple[Measured, list[str]]:
+    """The first ``rows`` eval rows generated in batches of ``batch_size``, measured, and the answers."""
+    task = dataclasses.replace(task, eval=dataclasses.replace(task.eval, batch_size=batch_size))
+    with measured(model, accelerator.device) as m:
+        outcome = generate_predictions(model, task, accelerator, limit=rows, progress=False)
+    return m, outcome.rows["predict"].tolist()
+
+
+def _fill_cache(model: AudioLLM, plan: Plan, eval_task: TaskConfig, rows: int, accelerator: Accelerator) -> float:
+    """Seconds to encode, once, the training batches as training reads them (all of them where every
+    stage keeps the recipe's batch size and seed) and the first ``rows`` eval clips one at a time
+    (each clip's own output, whatever batch evaluation puts it in), filling the model's cache."""
+    device = accelerator.device
+    started = time.perf_counter()
+    optim = plan.recipe.optim
+    # A DataLoader iterator draws its seed from the global generator: without fork_rng the filling
+    # would move the random stream that training then draws LoRA dropout masks from.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), accelerator.autocast():
+        batches = iter(training_loader(plan, optim, model.tokenizer, accelerator))
+        for _ in range(optim.max_steps):
+            batch = next(batches)
+            model.encode(batch["audio"].to(device), batch["audio_mask"].to(device), batch["clips"])
+        spec = eval_task.split("eval")
+        samples = iter_samples(require_shards(spec, eval_task.name, "eval"), eval_task.key_for("eval"), SkipCounter())
+        for _, sample in zip(range(rows), samples):
+            if sample.audio is not None:
+                audio, audio_mask = pad_audio([sample.audio])
+                model.encode(audio.to(device), audio_mask.to(device), [sample.clip])
+    _synchronize(device)
+    return time.perf_counter() - started
+
+
 def _parity_modes(
-    plan: Plan, request: RunRequest, eval_task: TaskConfig, rows: int, eval_batch: int
-) -> list[Measurement]:
-    """Parity mode, then its trained weights evaluated in batches, without and with an fp32 cache."""
+    plan: Plan, request: RunRequest, eval_task: TaskConfig, steps: int, rows: int, eval_batch: int
+) -> list[ModeResult]:
+    """Parity mode, then its trained weights evaluated in larger batches."""
     model, accelerator, plan = _fresh(plan, "fp32")
-    parity = Measurement("parity")
-    parity.train_steps_per_s = _train_rate(model, plan, request, accelerator)
-    parity.eval_rows_per_s, parity.generate_rows_per_s, reference = _eval(model, eval_task, rows, 1, accelerator)
-    parity.peak_mib = _peak_mib(accelerator.device)
-    results = [parity, _batched_eval("batched eval", model, eval_task, rows, eval_batch, accelerator, reference)]
-    with tempfile.TemporaryDirectory(prefix="xares-bench-cache-") as cache_dir:
-        model.feature_cache = FeatureCache(Path(cache_dir), "readwrite", "fp32")
-        _cache_eval_clips(model, eval_task, rows, 1, accelerator.device)
-        results.append(
-            _batched_eval("batched eval + fp32 cache", model, eval_task, rows, eval_batch, accelerator, reference)
-        )
-    return results
+    trained = _train(model, plan, request, accelerator)
+    parity_eval, answers = _eval(model, eval_task, rows, eval_task.split("eval").batch_size, accelerator)
+    batched_eval, batched_answers = _eval(model, eval_task, rows, eval_batch, accelerator)
+    return [
+        ModeResult(PARITY, steps, trained, parity_eval, answers),
+        ModeResult("batched eval", steps, None, batched_eval, batched_answers),
+    ]
 
 
 def _warm_cache_mode(
-    plan: Plan, request: RunRequest, eval_task: TaskConfig, rows: int, eval_batch: int, precision: str, cache_dir: Path
-) -> Measurement:
-    """Training and batched evaluation in ``precision`` from an fp16 cache filled beforehand (untimed)."""
+    name: str,
+    plan: Plan,
+    request: RunRequest,
+    eval_task: TaskConfig,
+    steps: int,
+    rows: int,
+    eval_batch: int,
+    precision: str,
+    cache_dtype: str,
+    cache_root: Path,
+) -> ModeResult:
+    """Training and batched evaluation in ``precision`` from a cache of ``cache_dtype`` filled first."""
     model, accelerator, plan = _fresh(plan, precision)
-    model.feature_cache = FeatureCache(cache_dir, "readwrite", "fp16")
-    _cache_training_batches(model, plan, accelerator)
-    _cache_eval_clips(model, eval_task, rows, eval_batch, accelerator.device)
-    _reset_peak(accelerator.device)
-    measurement = Measurement("warm fp16 cache" if precision == "fp32" else f"{precision} + warm fp16 cache")
-    measurement.train_steps_per_s = _train_rate(model, plan, request, accelerator)
-    measurement.eval_rows_per_s, measurement.generate_rows_per_s, _ = _eval(
-        model, eval_task, rows, eval_batch, accelerator
+    cache = model.feature_cache = FeatureCache(cache_root / cache_dtype, "readwrite", cache_dtype, precision)
+    fill = _fill_cache(model, plan, eval_task, rows, accelerator)
+    cache.hits = cache.misses = cache.uncached = 0  # from here on, the mode's own reads
+    trained = _train(model, plan, request, accelerator)
+    evaluated, answers = _eval(model, eval_task, rows, eval_batch, accelerator)
+    return ModeResult(
+        name,
+        steps,
+        trained,
+        evaluated,
+        answers,
+        fill,
+        {"cache_hits": cache.hits, "cache_misses": cache.misses, "cache_uncached": cache.uncached},
     )
-    measurement.peak_mib = _peak_mib(accelerator.device)
-    return measurement
 
 
 def run_bench(
@@ -216,13 +312,13 @@ def run_bench(
     task: str = "mini-asr",
     steps: int = 10,
     rows: int = 32,
-    eval_batch: int = 16,
+    eval_batch: int = 32,
     encoder_args: dict | None = None,
     overrides: list[str] | None = None,
     precisions: tuple[str, ...] = (),
-) -> list[Measurement]:
-    """Measure parity mode, batched evaluation (encoders recomputed, then from an fp32 cache), a warm
-    fp16 feature cache and each extra precision."""
+) -> dict[str, Any]:
+    """Measure parity mode, batched evaluation, a warm fp32 cache, a warm fp16 cache with every
+    speed option, and each extra precision; returns :func:`summarise`'s object."""
     overrides = list(overrides or []) + [
         f"optim.max_steps={steps}",
         "optim.save_steps=1000000",
@@ -240,38 +336,99 @@ def run_bench(
         )
         plan = plan_run(request)
         eval_task = load_task(task)
-        set_deterministic(plan.recipe.speed.deterministic)  # as `run` does
-        results = _parity_modes(plan, request, eval_task, rows, eval_batch)
-        with tempfile.TemporaryDirectory(prefix="xares-bench-cache-") as cache_dir:
+        cache_root = Path(workdir) / "cache"
+        args = (plan, request, eval_task, steps, rows, eval_batch)
+        with _speed_flags(deterministic=True, tf32=False):
+            results = _parity_modes(*args)
+            results.append(_warm_cache_mode("warm fp32 cache", *args, "fp32", "fp32", cache_root))
+        with _speed_flags(deterministic=False, tf32=True):
             results += [
-                _warm_cache_mode(plan, request, eval_task, rows, eval_batch, precision, Path(cache_dir))
+                _warm_cache_mode(
+                    "warm fp16 cache" if precision == "fp32" else f"{precision} + warm fp16 cache",
+                    *args,
+                    precision,
+                    "fp16",
+                    cache_root,
+                )
                 for precision in ("fp32", *precisions)
             ]
-    for m in results:
-        log.info("bench %s", m)
-    return results
+    workload = {
+        "encoder": encoder,
+        "encoder_args": encoder_args or {},
+        "recipe": recipe,
+        "llm": plan.recipe.model.llm.name_or_path,
+        "task": task,
+        "train_steps": steps,
+        "train_batch": plan.recipe.optim.batch_size,
+        "eval_rows": rows,
+        "parity_eval_batch": eval_task.split("eval").batch_size,
+        "eval_batch": eval_batch,
+        "threads": torch.get_num_threads(),
+    }
+    return summarise(results, process_state().device, workload)
 
 
-def format_bench(results: list[Measurement], device: str) -> str:
-    """The measurements and their ratios to parity mode."""
-    parity = results[0]
-    columns = [
-        ("train steps/s", "train_steps_per_s"),
-        ("eval rows/s", "eval_rows_per_s"),
-        ("w/o encoder", "generate_rows_per_s"),
-    ]
-    header = "".join(f"{name:>14}{'x parity':>10}" for name, _ in columns)
-    lines = [f"device: {device}", f"{'mode':<28}{header}{'peak MiB':>10}{'answers = parity':>18}"]
-    for m in results:
-        cells = ""
-        for _, attr in columns:
-            value, base = getattr(m, attr), getattr(parity, attr)
-            cells += f"{(f'{value:.3f}' if value else '-'):>14}{(f'{value / base:.2f}' if value and base else '-'):>10}"
-        lines.append(
-            f"{m.mode:<28}{cells}{(f'{m.peak_mib:.0f}' if m.peak_mib else '-'):>10}{(m.same_answers or '-'):>18}"
-        )
-    footer = (
-        "w/o encoder: rows/s of the evaluation time outside the frozen encoders (prefill, decoding); "
-        "answers = parity: batched answers equal to one-row answers of the same weights"
+def _end_to_end_seconds(result: ModeResult, parity: ModeResult) -> float:
+    """Training plus evaluation; a mode that reuses parity's training counts parity's training."""
+    return (result.train or parity.train).seconds + result.eval.seconds
+
+
+def summarise(results: list[ModeResult], device: torch.device, workload: dict[str, Any]) -> dict[str, Any]:
+    """The JSON object of ``bench --json``: device provenance, the workload, and per mode its
+    seconds per step, eval rows per second, peak memory, MFU, end-to-end speedup over parity
+    and whether its answers equal parity's."""
+    info = device_provenance(device)
+    peak = peak_bf16_tflops(info["gpu_model"]) if device.type == "cuda" else None
+    info["peak_bf16_tflops"] = peak
+    parity = next(r for r in results if r.mode == PARITY)
+    modes = {}
+    for r in results:
+        train = r.train or parity.train
+        seconds = _end_to_end_seconds(r, parity)
+        flops = train.flops + r.eval.flops
+        modes[r.mode] = {
+            "s_per_step": train.seconds / r.steps,
+            "steps_per_s": r.steps / train.seconds,
+            "eval_rows_per_s": len(r.predictions) / r.eval.seconds,
+            "peak_mem_mb": max(train.peak_mem_mb, r.eval.peak_mem_mb),
+            "mfu": flops / seconds / (peak * 1e12) if peak else None,
+            "model_tflops": flops / 1e12,
+            "end_to_end_s": seconds,
+            "end_to_end_speedup": _end_to_end_seconds(parity, parity) / seconds,
+            "identical_predictions": r.predictions == parity.predictions,
+            "final_train_loss": train.loss,
+            "cache_fill_s": r.cache_fill_s,
+            "reuses_parity_training": r.train is None,
+            **r.extra,
+        }
+        log.info("bench %s: %s", r.mode, modes[r.mode])
+    return {"device": info, "workload": workload, "modes": modes}
+
+
+def format_bench(summary: dict[str, Any]) -> str:
+    """The summary as a table, one row per mode."""
+    device = summary["device"]
+    columns = (
+        ("s/step", "s_per_step", "{:.3f}"),
+        ("steps/s", "steps_per_s", "{:.3f}"),
+        ("eval rows/s", "eval_rows_per_s", "{:.2f}"),
+        ("peak MB", "peak_mem_mb", "{:.0f}"),
+        ("MFU", "mfu", "{:.1%}"),
+        ("speedup", "end_to_end_speedup", "{:.2f}x"),
+        ("= parity", "identical_predictions", "{}"),
+        ("cache fill s", "cache_fill_s", "{:.1f}"),
     )
-    return "\n".join(lines + [footer])
+    width = max(len(mode) for mode in summary["modes"]) + 2
+    lines = [
+        f"device: {device['device']} ({device['gpu_model'] or device['cpu_model'] or 'unknown'})",
+        f"workload: {', '.join(f'{k}={v}' for k, v in summary['workload'].items())}",
+        f"{'mode':<{width}}" + "".join(f"{name:>14}" for name, _, _ in columns),
+    ]
+    for mode, figures in summary["modes"].items():
+        cells = "".join(f"{('-' if figures[key] is None else fmt.format(figures[key])):>14}" for _, key, fmt in columns)
+        lines.append(f"{mode:<{width}}{cells}")
+    lines.append(
+        "speedup: parity's end-to-end seconds (training + evaluation) over the mode's; = parity: every "
+        "answer equal to parity's; cache fill: untimed encoding that makes the cache warm (paid once per encoder)"
+    )
+    return "\n".join(lines)
