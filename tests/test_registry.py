@@ -107,3 +107,27 @@ def test_builtins_and_fusions_resolve_from_the_registry_alone() -> None:
         "assert {'logmel', 'pam', 'mowe'} <= set(ENCODERS.names())"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_one_identity_whichever_way_a_class_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registered name, dotted path and file path of one class give one identity and display name."""
+    from xares_fusion.registry import system_identity
+
+    (tmp_path / "ident_plugin.py").write_text(
+        "import torch\nfrom xares_fusion.registry import register_encoder\n\n\n"
+        '@register_encoder("ident-test")\nclass IdentEncoder(torch.nn.Module):\n    output_dim = 4\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        refs = ["ident_plugin.IdentEncoder", "ident-test", f"{tmp_path / 'ident_plugin.py'}:IdentEncoder"]
+        identities = {system_identity(ref, {"b": 1, "a": [2]}) for ref in refs}
+        assert identities == {('ident-test{"a":[2],"b":1}', "ident-test")}
+        # Not registered: module.qualname, the same for the dotted path and the file on sys.path.
+        (tmp_path / "ident_plain.py").write_text("class PlainEncoder:\n    output_dim = 4\n")
+        assert system_identity(str(tmp_path / "ident_plain.py")) == ("ident_plain.PlainEncoder", "PlainEncoder")
+        assert system_identity("ident_plain.PlainEncoder") == ("ident_plain.PlainEncoder", "PlainEncoder")
+        # An alias names the same item: the first registered name is canonical.
+        assert system_identity("whisper")[0] == system_identity("whisper-base")[0] == "whisper-base"
+        assert system_identity("xares_fusion.encoders.spectral.LogMelEncoder") == ("logmel", "logmel")
+    finally:
+        ENCODERS._items.pop("ident-test", None)

@@ -7,6 +7,7 @@ runs on a fresh machine with no hub and no GPU.
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from pathlib import Path
 
@@ -59,6 +60,42 @@ def demo_systems(with_fusion: bool = False) -> dict[str, tuple[str, dict]]:
     return systems
 
 
+def demo_requests(
+    output_dir: Path, max_steps: int | None, limit: int | None, progress: bool, with_fusion: bool
+) -> dict[str, RunRequest]:
+    """Column name -> the run that fills it: recipe ``demo``, evaluated on its ``eval`` set
+    (``mini-demo``), so that `run ENCODER demo` with the column's arguments is the same run."""
+    return {
+        name: RunRequest(
+            encoder=encoder,
+            train="demo",
+            encoder_args=args,
+            max_steps=max_steps,
+            limit=limit,
+            output_dir=output_dir / name,
+            progress=progress,
+        )
+        for name, (encoder, args) in demo_systems(with_fusion).items()
+    }
+
+
+def run_command(request: RunRequest) -> str:
+    """The `xares-fusion run` command line that makes exactly ``request`` (printed per demo column,
+    so a column is reproduced, or continued, with `run`)."""
+    words = ["xares-fusion", "run", request.encoder, request.train, *([request.eval] if request.eval else [])]
+    if request.encoder_args:
+        words += ["--encoder-args", json.dumps(request.encoder_args)]
+    for option, value in (("--max-steps", request.max_steps), ("--limit", request.limit)):
+        if value is not None:
+            words += [option, str(value)]
+    words += [f"--set={override}" for override in request.overrides]
+    if request.output_dir is not None:
+        words += ["--output-dir", str(request.output_dir)]
+    if not request.progress:
+        words.append("--no-progress")
+    return shlex.join(words)
+
+
 def run_demo(
     output_dir: Path,
     max_steps: int | None = None,
@@ -70,29 +107,16 @@ def run_demo(
     started = time.time()
     frames = {}
     systems = demo_systems(with_fusion)
-    for name, (encoder, args) in systems.items():
-        result = run(
-            RunRequest(
-                encoder=encoder,
-                train="demo",
-                eval="mini-demo",
-                encoder_args=args,
-                max_steps=max_steps,
-                limit=limit,
-                output_dir=output_dir / name,
-                progress=progress,
-            )
-        )
-        frames[name] = scores_frame(result.results)
+    requests = demo_requests(output_dir, max_steps, limit, progress, with_fusion)
+    for name, request in requests.items():
+        frames[name] = scores_frame(run(request).results)
     table = comparison_table(frames)
     atomic_write(output_dir / "comparison.tsv", lambda tmp: table.to_csv(tmp, sep="\t", float_format="%.4f"))
     shown = table.copy()
     for system in systems:
         shown[system] = shown[system].map(lambda v: "n/a" if pd.isna(v) else f"{v:.3f}")
     minutes = (time.time() - started) / 60
-    commands = "\n".join(
-        f"  xares-fusion run {encoder} demo --encoder-args '{json.dumps(args)}'" for encoder, args in systems.values()
-    )
+    commands = "\n".join(f"  {name}: {run_command(request)}" for name, request in requests.items())
     return (
         f"{shown.to_string()}\n\nWall time {minutes:.1f} min. Per-system results in {output_dir}/<system>/ "
         f"(scores.tsv, result.json, predictions_<task>.csv); this table in {output_dir}/comparison.tsv.\n"

@@ -10,7 +10,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     fetch = subparsers.add_parser(
         "fetch-data", help="download the shards of a task, group or suite (task1, task2, all)"
     )
-    fetch.add_argument("name", help="task1 | task2 | all | a task or group name or YAML")
+    fetch.add_argument("names", nargs="+", metavar="name", help="task1 | task2 | all | task or group names or YAMLs")
     fetch.add_argument("--split", choices=["train", "eval", "both"], default="both")
     fetch.set_defaults(func=command)
 
@@ -20,8 +20,8 @@ def command(args: argparse.Namespace) -> int:
     from ..config import load_eval_tasks
     from ..data.fetch import fetch
 
-    _, tasks = load_eval_tasks(args.name)
+    tasks = list({task.name: task for name in args.names for task in load_eval_tasks(name)[1]}.values())
     splits = ("train", "eval") if args.split == "both" else (args.split,)
-    report = fetch(tasks, splits, command=f"xares-fusion fetch-data {args.name} --split {args.split}")
+    report = fetch(tasks, splits, command=f"xares-fusion fetch-data {' '.join(args.names)} --split {args.split}")
     print(f"{len(report.downloaded)} file(s) downloaded, {len(report.present)} already complete")
     return 0

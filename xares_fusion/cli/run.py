@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from .options import add_run_options, json_object
+
+if TYPE_CHECKING:
+    from ..runner import RunRequest
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -53,7 +57,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def command(args: argparse.Namespace) -> int:
     """Run the request; only the main process prints the summary (the others ran in lockstep)."""
-    from ..runner import RunRequest, process_state, run, summary_text
+    from ..runner import process_state, run, summary_text
+
+    result = run(request_from_args(args))
+    if process_state().is_main_process:
+        print(summary_text(result))
+    return 0
+
+
+def request_from_args(args: argparse.Namespace) -> RunRequest:
+    """The :class:`~xares_fusion.runner.RunRequest` a ``run`` command line asks for."""
+    from ..runner import RunRequest
 
     shortcuts = [
         f"{key}={value}"
@@ -65,19 +79,14 @@ def command(args: argparse.Namespace) -> int:
         )
         if value
     ]
-    result = run(
-        RunRequest(
-            encoder=args.encoder,
-            train=args.train,
-            eval=args.eval,
-            encoder_args=args.encoder_args,
-            overrides=args.set + shortcuts,
-            output_dir=args.output_dir,
-            max_steps=args.max_steps,
-            limit=args.limit,
-            progress=not args.no_progress,
-        )
+    return RunRequest(
+        encoder=args.encoder,
+        train=args.train,
+        eval=args.eval,
+        encoder_args=args.encoder_args,
+        overrides=args.set + shortcuts,
+        output_dir=args.output_dir,
+        max_steps=args.max_steps,
+        limit=args.limit,
+        progress=not args.no_progress,
     )
-    if process_state().is_main_process:
-        print(summary_text(result))
-    return 0

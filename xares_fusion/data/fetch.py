@@ -7,18 +7,21 @@ repo's metadata. Offline, the error lists the missing files, where they belong a
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..atomic import atomic_write_text
 from ..config import TaskConfig
-from .shards import expand_patterns, repo_base
+from ..errors import DataError
+from .shards import SIZES_FILE, expand_patterns, repo_base
 
 log = logging.getLogger("xares_fusion")
 
 
-class FetchError(RuntimeError):
+class FetchError(DataError, RuntimeError):
     """Some files could not be fetched; the message lists them and how to provide them."""
 
 
@@ -51,6 +54,14 @@ def _remote_sizes(repo_id: str, names: list[str]) -> dict[str, int]:
     return sizes
 
 
+def _record_sizes(base: Path, sizes: dict[str, int]) -> None:
+    """Keep the hub's file sizes beside the files: a later run that misses some of them says how
+    much they take to download (:class:`~xares_fusion.data.shards.MissingDataError`)."""
+    manifest = base / SIZES_FILE
+    known = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    atomic_write_text(manifest, json.dumps({**known, **sizes}, indent=0, sort_keys=True))
+
+
 def fetch(tasks: list[TaskConfig], splits: tuple[str, ...] = ("train", "eval"), command: str = "") -> FetchReport:
     """Download every missing or incomplete shard of ``tasks``; raises :class:`FetchError` listing
     what could not be fetched (nothing already downloaded is removed)."""
@@ -68,6 +79,7 @@ def fetch(tasks: list[TaskConfig], splits: tuple[str, ...] = ("train", "eval"), 
             ]
             report.present += [base / n for n in names if (base / n).is_file()]
             continue
+        _record_sizes(base, sizes)
         for name in names:
             path = base / name
             if name not in sizes:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_text
+from ..errors import DataError
 from .tasks import TaskResult, weighted_overall
 
 RECORD_FILE = "result.json"
@@ -24,7 +25,7 @@ LEGACY_VERSION_KEY = "record_version"
 DERIVED_FIELDS = ("overall", "overall_unofficial")
 
 
-class RecordError(ValueError):
+class RecordError(DataError, ValueError):
     """A file is not a result record this version can read; the message names the file."""
 
 
@@ -33,6 +34,7 @@ class SystemIdentity:
     """What was run: the front-end (encoder or fusion) and its arguments, recipe, LLM and precision."""
 
     name: str | None = None
+    identity: str | None = None  # registry.system_identity; absent in older records
     encoder: str | None = None
     encoder_args: dict[str, Any] = field(default_factory=dict)
     recipe: str | None = None
