@@ -35,3 +35,22 @@ def padded_features(frames: list[int], dim: int = 80, seed: int = 2) -> tuple[to
         features[i, :n] = torch.randn(n, dim, generator=gen)
         mask[i, :n] = 1
     return features, mask
+
+
+# The recipe of the end-to-end tests: logmel + toy LLM learning the synthetic tone task in 100 steps.
+TONES_RECIPE = """
+name: tones-smoke
+model:
+  encoder: logmel
+  llm: {name_or_path: toy-llama}
+data:
+  mixture: [{task: tones}]
+  shuffle_buffer: 16
+optim:
+  max_steps: 100
+  lr: 3.0e-3
+  warmup_steps: 10
+  batch_size: 8
+  save_steps: 20
+  log_steps: 10
+"""

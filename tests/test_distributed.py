@@ -21,7 +21,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
-from shard_helpers import flac_bytes, write_shard
+from shard_helpers import TONES_RECIPE, flac_bytes, write_shard
 from transformers import get_scheduler
 
 from xares_fusion.cli import main
@@ -36,22 +36,6 @@ from xares_fusion.projectors import build_projector
 from xares_fusion.runner.planning import world_identity
 from xares_fusion.train import FINAL_WEIGHTS, train
 
-TONES_RECIPE = """
-name: tones-smoke
-model:
-  encoder: logmel
-  llm: {name_or_path: toy-llama}
-data:
-  mixture: [{task: tones}]
-  shuffle_buffer: 16
-optim:
-  max_steps: 100
-  lr: 3.0e-3
-  warmup_steps: 10
-  batch_size: 8
-  save_steps: 20
-  log_steps: 10
-"""
 # A contract encoder that raises on rank 1 at its third training call (a corrupt shard, say).
 FAILING_ENCODER = """
 import os

@@ -12,26 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from shard_helpers import TONES_RECIPE
 
 from xares_fusion.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
-TONES_RECIPE = """
-name: tones-smoke
-model:
-  encoder: logmel
-  llm: {name_or_path: toy-llama}
-data:
-  mixture: [{task: tones}]
-  shuffle_buffer: 16
-optim:
-  max_steps: 100
-  lr: 3.0e-3
-  warmup_steps: 10
-  batch_size: 8
-  save_steps: 20
-  log_steps: 10
-"""
 
 
 @pytest.fixture(scope="module")
