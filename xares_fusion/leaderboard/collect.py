@@ -96,7 +96,8 @@ def load_records(paths: list[Path]) -> list[ResultRecord]:
 def system_identity(system: SystemIdentity) -> str:
     """The one identity of a system: the record's canonical front-end identity when it has one
     (``system.identity``), else the encoder reference with its arguments (the system's name when the
-    record names no encoder); then the recipe, LLM and precision. Two records are the same system exactly when these strings are equal."""
+    record names no encoder); then the recipe, LLM and precision. Two records are the same system
+    exactly when these strings are equal."""
     front_end = getattr(system, "identity", None) or (
         f"{system.encoder}{_compact(system.encoder_args) if system.encoder_args else ''}"
         if system.encoder
