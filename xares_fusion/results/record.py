@@ -69,7 +69,9 @@ class ResultRecord:
     run_hash: str | None = None
     eval_group: str | None = None
     limit: int | None = None
-    processes: int | None = None  # global batch = recipe optim.batch_size x processes
+    processes: int | None = None
+    grad_accum_steps: int | None = None  # batches per optimiser step (None: written before it was recorded)
+    global_batch: int | None = None  # optim.batch_size x processes x grad_accum_steps
     parity: Parity | None = None  # None: written before parity was recorded
     recipe: dict[str, Any] = field(default_factory=dict)
     task_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -99,6 +101,8 @@ class ResultRecord:
             "eval_group": self.eval_group,
             "limit": self.limit,
             "processes": self.processes,
+            "grad_accum_steps": self.grad_accum_steps,
+            "global_batch": self.global_batch,
             "tasks": [asdict(t) for t in self.tasks],
             "overall": self.overall,
             "overall_unofficial": self.overall_unofficial,
