@@ -44,7 +44,9 @@ and a crop on that grid; otherwise it is computed, never stored, and counted as 
 ``hits``, ``misses`` and ``uncached`` count rows (a fusion counts one per frozen sub-encoder).
 
 fp16 halves the disk; fp32 reproduces uncached runs exactly for encoders whose output for a clip
-does not depend on the other clips of its batch. Encoders a recipe trains, and fusions that need
+does not depend on the other clips of its batch. Every row a cached run sees is in the stored dtype,
+the ones computed on a miss (or never stored) included, so a run gives the same numbers whether it
+started with an empty cache or a full one. Encoders a recipe trains, and fusions that need
 every layer's output, bypass the cache.
 """
 
@@ -333,12 +335,14 @@ class FeatureCache:
             valid = computed.mask.sum(-1)
             new: dict[int, tuple[_Container, list[tuple[str, np.ndarray]]]] = {}
             for j, i in enumerate(missing):
-                found[i] = computed.features[j, : int(valid[j])].float()
+                # Every row is served in the stored dtype, computed or read: a run's numbers then
+                # depend on its settings alone, not on how warm the cache was when it started.
+                stored = computed.features[j, : int(valid[j])].to(DTYPES[self.dtype])
+                found[i] = stored.float()
                 clip = clips[i]
                 if clip is not None and clip.span is None and self.mode == "readwrite":
                     container = self._container(encoder, clip, device_type)
-                    stored = found[i].to(DTYPES[self.dtype]).cpu().numpy()
-                    new.setdefault(id(container), (container, []))[1].append((clip.key, stored))
+                    new.setdefault(id(container), (container, []))[1].append((clip.key, stored.cpu().numpy()))
             for container, items in new.values():  # one locked append per shard of the batch
                 container.append(items)
         return self.stream(encoder, [found[i] for i in range(audio.shape[0])], audio.device)
