@@ -18,6 +18,7 @@ projector only through :class:`~xares_fusion.projectors.Projector`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -62,6 +63,15 @@ def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type != "cuda":
         return tensor.to(device)
     return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def persistent_buffers(module: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(name, buffer)`` for every buffer of ``module`` that its state dict holds (a module's
+    ``persistent=False`` buffers, fixed by its code, are left out); names as in the state dict."""
+    for prefix, sub in module.named_modules():
+        for name, buffer in sub.named_buffers(recurse=False):
+            if name not in sub._non_persistent_buffers_set:
+                yield (f"{prefix}.{name}" if prefix else name), buffer
 
 
 class AudioLLM(torch.nn.Module):
@@ -350,5 +360,12 @@ class AudioLLM(torch.nn.Module):
         return [t.strip() for t in self.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Only the parameters that train (projector, LoRA, trainable front-end parts)."""
-        return {name: p.detach().cpu() for name, p in self.named_parameters() if p.requires_grad}
+        """What training changes: the parameters that train (projector, LoRA, trainable front-end
+        parts) and every persistent buffer. A buffer can move without a gradient: a frozen encoder
+        that runs in train mode, as officially, updates its BatchNorm running statistics every step
+        (Dasheng's front end), and evaluation reads them. Saving only parameters would evaluate a
+        reloaded or resumed model on the pretrained statistics instead. Buffers are small (the
+        LLM's and Whisper's are non-persistent or absent)."""
+        state = {name: p.detach().cpu() for name, p in self.named_parameters() if p.requires_grad}
+        state.update((name, b.detach().cpu()) for name, b in persistent_buffers(self))
+        return state

@@ -1,6 +1,7 @@
 """Training with Hugging Face Accelerate: `accelerate launch` runs the same loop on several GPUs.
 
-Only the trainable parameters (projector, LoRA, trainable front-end parts) are checkpointed, with
+Only the trainable parameters (projector, LoRA, trainable front-end parts) and the persistent
+buffers (BatchNorm statistics a train-mode frozen encoder moves) are checkpointed, with
 the optimiser, scheduler, step and every process's random-number states: a frozen 135M-parameter
 LLM is not rewritten every few hundred steps, which is why this is not `Accelerator.save_state`. A
 run killed after a checkpoint and resumed reads the same batches with the same random draws, so it
@@ -44,7 +45,7 @@ from .constants import SAMPLE_RATE
 from .data.samples import SkipCounter
 from .errors import DataError, EncoderError, RunDirError, RunFailed
 from .frontend import nonfinite_rows
-from .model import AudioLLM, LALMOutput
+from .model import AudioLLM, LALMOutput, persistent_buffers
 
 log = logging.getLogger("xares_fusion")
 
@@ -108,8 +109,9 @@ def is_complete(run_dir: Path) -> bool:
 
 
 def load_trainable(model: AudioLLM, state: dict[str, torch.Tensor]) -> None:
-    """Load trainable parameters by name; every saved name must exist and match in shape."""
-    params = dict(model.named_parameters())
+    """Load what :meth:`AudioLLM.trainable_state_dict` saved (trainable parameters and persistent
+    buffers) by name; every saved name must exist and match in shape."""
+    params = dict(model.named_parameters()) | dict(persistent_buffers(model))
     unknown = sorted(set(state) - set(params))
     if unknown:
         raise RunDirError(
