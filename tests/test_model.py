@@ -205,3 +205,31 @@ def test_trainable_parts_are_the_modules_weights(model: AudioLLM) -> None:
             n for n, _ in model.named_parameters() if expected(n)
         }
         assert count == sum(p.numel() for n, p in model.named_parameters() if expected(n))
+
+
+def test_standardizing_projector_is_batchnorm_over_the_valid_frames() -> None:
+    """Training: each dimension standardised by the valid frames' mean and biased variance, the
+    running averages moved as BatchNorm1d(affine=False) moves them; evaluation: by those averages.
+    Padding frames change nothing."""
+    torch.manual_seed(0)
+    features = torch.randn(3, 7, 5) * torch.tensor([1.0, 10.0, 0.1, 3.0, 1.0]) + torch.tensor([18.0, 0, -2, 0, 5])
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5])
+    padded = features.clone()
+    padded[~mask.bool()] = 1e4  # padding values must not reach the statistics
+    projector = LinearProjector(5, 4, standardize=True)
+    reference = torch.nn.BatchNorm1d(5, affine=False)
+    valid = features[mask.bool()]  # [13, 5]
+    for _ in range(3):
+        projector.train(), reference.train()
+        ours = projector._standardized(padded, mask)
+        torch.testing.assert_close(ours[mask.bool()], reference(valid), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(projector.running_mean, reference.running_mean)
+        torch.testing.assert_close(projector.running_var, reference.running_var)
+    projector.eval(), reference.eval()
+    torch.testing.assert_close(projector._standardized(features, mask)[mask.bool()], reference(valid))
+    assert set(projector.state_dict()) == {"proj.weight", "proj.bias", "running_mean", "running_var"}
+    plain = LinearProjector(5, 4)
+    plain.load_state_dict(projector.state_dict(), strict=False)
+    torch.testing.assert_close(plain(features, mask)[0], plain.proj(features))  # the official default
+    with pytest.raises(ValueError, match="momentum"):
+        LinearProjector(5, 4, standardize=True, momentum=0.0)

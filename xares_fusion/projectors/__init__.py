@@ -14,13 +14,46 @@ from .base import Projector
 
 @register_projector("linear")
 class LinearProjector(Projector):
-    """One linear layer from the encoder's output_dim to the LLM width (the official projector)."""
+    """One linear layer from the encoder's output_dim to the LLM width (the official projector).
 
-    def __init__(self, in_dim: int, out_dim: int) -> None:
+    ``standardize=True`` (not official; a recipe that sets it departs, and says so in its record)
+    first standardises each feature dimension, as BatchNorm without its affine part does: by the
+    batch's valid frames while training, by running averages (``momentum``) in evaluation. An
+    encoder whose frames share an offset larger than their differences, or whose dimensions differ
+    in scale by orders of magnitude (Whisper's last layer: one dimension averages 18 where the
+    typical spread is 0.5), otherwise leaves a short training most of its steps to learn to cancel
+    them.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, standardize: bool = False, momentum: float = 0.1) -> None:
         super().__init__()
+        if not 0 < momentum <= 1:
+            raise ValueError(f"momentum must be in (0, 1], got {momentum}")
         self.proj = torch.nn.Linear(in_dim, out_dim)
+        self.standardize, self.momentum = standardize, momentum
+        if standardize:
+            self.register_buffer("running_mean", torch.zeros(in_dim))
+            self.register_buffer("running_var", torch.ones(in_dim))
+
+    def _standardized(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Per-dimension standardisation over valid frames; masked sums rather than boolean
+        indexing, so that it costs no host synchronisation."""
+        x = features.float()
+        if self.training:
+            weight = mask[..., None].to(x.dtype)
+            count = weight.sum().clamp(min=1.0)
+            mean = (x * weight).sum((0, 1)) / count
+            var = ((x - mean) ** 2 * weight).sum((0, 1)) / count
+            with torch.no_grad():
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_var.lerp_(var * count / (count - 1).clamp(min=1.0), self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        return ((x - mean) * torch.rsqrt(var + 1e-5)).to(features.dtype)
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.standardize:
+            features = self._standardized(features, mask)
         return self.proj(features), mask
 
 
