@@ -5,6 +5,9 @@ the pretrained ones."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -85,3 +88,44 @@ def test_reloaded_model_sees_the_batchnorm_statistics_training_moved(tmp_path: P
     for state in (load_file(plan.run_dir / FINAL_WEIGHTS), checkpoint["trainable"]):
         assert {"encoder.norm.running_mean", "encoder.norm.running_var"} <= set(state)
         assert "encoder.proj.weight" not in state  # frozen parameters are not saved
+
+
+# Trains the recipe on this process (run under torch.distributed.run), then saves its buffers.
+WORKER = """
+import sys
+from pathlib import Path
+
+import torch
+
+from xares_fusion.model import persistent_buffers
+from xares_fusion.runner import RunRequest, build_run_model, make_accelerator, plan_run, process_state, train_stages
+
+encoder, recipe, out = sys.argv[1:4]
+request = RunRequest(encoder=encoder, train=recipe, eval="tones", output_dir=Path(out) / "run", progress=False)
+plan = plan_run(request, process_state())
+accelerator = make_accelerator("fp32")
+model = build_run_model(plan, accelerator)
+train_stages(model, plan, request, accelerator)
+torch.save(dict(persistent_buffers(model)), Path(out) / f"rank{accelerator.process_index}.pt")
+"""
+
+
+def test_every_process_evaluates_with_the_saved_statistics(tmp_path: Path, synthetic_root: Path) -> None:
+    """On two processes each rank's last forward moves its own copy of the running statistics;
+    after training every rank holds rank 0's, which are the ones saved (evaluation is sharded over
+    the ranks, so a rank with other statistics would score its rows with another model)."""
+    (tmp_path / "normed.py").write_text(ENCODER.replace("BatchNorm1d(16)", "BatchNorm1d(16, momentum=1.0)"))
+    (tmp_path / "recipe.yaml").write_text(RECIPE)
+    (tmp_path / "worker.py").write_text(WORKER)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(tmp_path / "worker.py")]
+    command += [str(tmp_path / "normed.py"), str(tmp_path / "recipe.yaml"), str(tmp_path)]
+    done = subprocess.run(
+        command, env={**os.environ, "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    saved = load_file(tmp_path / "run" / FINAL_WEIGHTS)
+    assert set(ranks[0]) == set(ranks[1]) and "encoder.norm.running_mean" in ranks[0]
+    for name, value in ranks[0].items():
+        assert torch.equal(ranks[1][name], value), name
+        assert torch.equal(saved[name], value), name

@@ -475,10 +475,17 @@ def _finish(
     summary: TrainSummary,
     completion_info: dict | None,
 ) -> None:
-    """Rank 0 writes the final trainable weights, then the completion marker (so a marker always
-    has its weights)."""
+    """Every rank takes rank 0's persistent buffers, then rank 0 writes the final trainable weights
+    and the completion marker (so a marker always has its weights)."""
+    model = accelerator.unwrap_model(wrapped)
+    if accelerator.num_processes > 1:
+        # DDP copies rank 0's buffers to the others only when a forward starts, so each rank's last
+        # forward left its own running statistics; evaluation, sharded over the ranks, must see
+        # what is saved, as a model reloaded from the final weights does.
+        for _, buffer in persistent_buffers(model):
+            torch.distributed.broadcast(buffer, src=0)
     if accelerator.is_main_process:
-        state = accelerator.unwrap_model(wrapped).trainable_state_dict()
+        state = model.trainable_state_dict()
         atomic_write(run_dir / FINAL_WEIGHTS, lambda tmp: save_file(state, str(tmp)), checksum=True)
         marker = {
             "steps": summary.steps,
