@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from . import offline_llm, toy_llm  # noqa: F401  (register 'smollm2-135m-instruct-offline', 'toy-llama')
 from .config import LLMSpec, LoraSpec
 from .errors import ModelError
+from .lora_dropout import use_pcg64_dropout
 from .registry import LLMS
 
 
@@ -47,17 +48,19 @@ def resolve_llm_location(spec: LLMSpec) -> tuple[str, str | None]:
     return spec.name_or_path, spec.gguf_file
 
 
-def load_llm(spec: LLMSpec) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load the causal LM and its tokenizer, all weights frozen; pad token falls back to EOS."""
+def load_llm(spec: LLMSpec, attn_implementation: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load the causal LM and its tokenizer, all weights frozen; pad token falls back to EOS.
+    ``attn_implementation``: a transformers attention kernel; None keeps transformers' default."""
     if spec.dtype not in DTYPES:
         raise ValueError(f"model.llm.dtype must be one of {sorted(DTYPES)}, got {spec.dtype!r}.")
     location, gguf_file = resolve_llm_location(spec)
     kwargs = {"revision": spec.revision} if spec.revision else {}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
+    model_kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=DTYPES[spec.dtype], **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=DTYPES[spec.dtype], **kwargs, **model_kwargs)
     except OSError as err:
         raise LLMLoadError(
             f"model.llm.name_or_path={spec.name_or_path!r}: could not load it ({str(err).splitlines()[0]}). "
@@ -71,8 +74,9 @@ def load_llm(spec: LLMSpec) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     return model, tokenizer
 
 
-def apply_lora(model: PreTrainedModel, spec: LoraSpec) -> torch.nn.Module:
-    """Wrap the frozen LLM with LoRA adapters (only the adapters train)."""
+def apply_lora(model: PreTrainedModel, spec: LoraSpec, dropout_rng: str = "torch") -> torch.nn.Module:
+    """Wrap the frozen LLM with LoRA adapters (only the adapters train). ``dropout_rng="pcg64"``
+    draws the adapters' CPU dropout masks from numpy's PCG64 (:mod:`xares_fusion.lora_dropout`)."""
     config = LoraConfig(
         task_type=TaskType.CAUSAL_LM,
         r=spec.r,
@@ -86,4 +90,6 @@ def apply_lora(model: PreTrainedModel, spec: LoraSpec) -> torch.nn.Module:
         peft_model = get_peft_model(model, config)
     for name, param in peft_model.named_parameters():
         param.requires_grad_("lora_" in name)
+    if dropout_rng == "pcg64":
+        use_pcg64_dropout(peft_model)
     return peft_model

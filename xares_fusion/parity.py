@@ -51,6 +51,8 @@ OFFICIAL_RECIPE: dict[str, Any] = {
     "optim.loss_times_processes": True,
     "speed.tf32": False,
     "speed.deterministic": True,
+    "speed.attn_implementation": None,
+    "speed.lora_dropout_rng": "torch",
 }
 
 

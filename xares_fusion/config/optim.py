@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .validation import ConfigError, field_path, require_at_least, require_one_of
-from .vocabulary import FEATURE_CACHE_DTYPES, FEATURE_CACHE_MODES, PRECISIONS
+from .vocabulary import ATTN_IMPLEMENTATIONS, FEATURE_CACHE_DTYPES, FEATURE_CACHE_MODES, LORA_DROPOUT_RNGS, PRECISIONS
 
 
 @dataclass
@@ -51,7 +51,9 @@ class SpeedSpec:
 
     ``feature_cache``: off, read or readwrite (frozen encoders' outputs stored per clip);
     ``cache_dtype``: fp16 (half the disk) or fp32 (equal to uncached runs); ``tf32``: TF32 matmuls on GPU;
-    ``deterministic``: the official deterministic mode (on by default).
+    ``deterministic``: the official deterministic mode (on by default); ``attn_implementation``:
+    the LLM's attention kernel (unset: transformers' default); ``lora_dropout_rng``: where LoRA
+    dropout masks are drawn on the CPU. docs/performance.md says what each one changes.
     """
 
     feature_cache: str = "off"
@@ -60,8 +62,20 @@ class SpeedSpec:
     # Official (run.py --benchmark, always on): deterministic algorithms, cuDNN deterministic,
     # CUBLAS_WORKSPACE_CONFIG=:4096:8. false allows faster non-deterministic kernels (recorded).
     deterministic: bool = True
+    # Official: transformers' default kernel (SDPA). "eager" (plain matrix products) trains these
+    # short sequences faster on a CPU in bf16; the same attention, other rounding (recorded).
+    attn_implementation: str | None = None
+    # Official: torch's dropout, whose CPU masks come one value at a time from its Mersenne
+    # Twister (a quarter of the LLM's forward on a CPU). "pcg64" draws them from numpy's PCG64,
+    # seeded from torch's generator: the same Bernoulli masks in distribution, another stream.
+    lora_dropout_rng: str = "torch"
 
     def validate(self, source: str, prefix: str) -> None:
-        """Raise :class:`ConfigError` for a cache mode or cache dtype outside the vocabulary."""
+        """Raise :class:`ConfigError` for a value outside the vocabulary."""
         require_one_of(source, field_path(prefix, "feature_cache"), self.feature_cache, FEATURE_CACHE_MODES)
         require_one_of(source, field_path(prefix, "cache_dtype"), self.cache_dtype, FEATURE_CACHE_DTYPES)
+        require_one_of(source, field_path(prefix, "lora_dropout_rng"), self.lora_dropout_rng, LORA_DROPOUT_RNGS)
+        if self.attn_implementation is not None:
+            require_one_of(
+                source, field_path(prefix, "attn_implementation"), self.attn_implementation, ATTN_IMPLEMENTATIONS
+            )

@@ -22,6 +22,14 @@ AUDIO_LAYOUTS = ("official", "packed")
 """``model.audio_layout``: the official training sequence (padded audio block, then the text) or
 each row packed contiguously."""
 
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+"""``speed.attn_implementation``: the LLM's attention kernel, a transformers ``attn_implementation``
+name; unset (official) leaves transformers' default, SDPA."""
+
+LORA_DROPOUT_RNGS = ("torch", "pcg64")
+"""``speed.lora_dropout_rng``: where LoRA dropout masks come from on the CPU; torch (official) or
+numpy's PCG64 (the same distribution, another random stream, drawn faster)."""
+
 FROZEN_ENCODER_MODES = ("train", "eval")
 """``model.frozen_encoder_mode``: the mode of a frozen single encoder while the model trains;
 train is the official behaviour."""

@@ -28,13 +28,13 @@ def build_model(recipe: RecipeConfig, task_vocab: list[str] | None = None) -> Au
     departure ``frozen_dtype``); the trainable parts stay fp32."""
     # The LLM loads first: building a local model the first time may draw random numbers, and the
     # trainable parts must be initialised the same whether or not it was already built.
-    llm, tokenizer = load_llm(recipe.model.llm)
+    llm, tokenizer = load_llm(recipe.model.llm, recipe.speed.attn_implementation)
     set_seed(recipe.optim.seed)
     encoder = build_encoder(recipe.model.encoder, recipe.model.encoder_args)
     summary = check_encoder(recipe.model.encoder, encoder=encoder)
     log.info("encoder check passed: %s", summary)
     _official_probe(encoder)
-    llm = apply_lora(llm, recipe.model.lora)
+    llm = apply_lora(llm, recipe.model.lora, recipe.speed.lora_dropout_rng)
     projector = build_projector(
         recipe.model.projector.name, encoder.output_dim, llm.config.hidden_size, recipe.model.projector.args
     )
