@@ -42,7 +42,11 @@ BENCH_OVERRIDES = [f"optim.max_steps={STEPS}", "optim.save_steps=1000000", f"opt
 
 
 def test_bench_trains_with_the_aux_loss_weights_of_a_run_and_prints_one_json_object(
-    synthetic_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+    synthetic_root: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     recipe = tmp_path / "bench-aux.yaml"
     recipe.write_text(yaml.safe_dump(RECIPE))
@@ -63,6 +67,15 @@ def test_bench_trains_with_the_aux_loss_weights_of_a_run_and_prints_one_json_obj
         ran["lm_loss"] + 0.5 * ran["aux/moe_balance"] + 1e-2 * ran["aux/moe_adapter_balance"], rel=1e-5
     )
 
+    # Every mode's timed evaluation runs parity's trained weights (the first evaluation's).
+    evaluated: list[dict[str, torch.Tensor]] = []
+    timed_eval = bench._eval
+
+    def recording_eval(model, *args):
+        evaluated.append({k: v.clone() for k, v in model.trainable_state_dict().items()})
+        return timed_eval(model, *args)
+
+    monkeypatch.setattr(bench, "_eval", recording_eval)
     capsys.readouterr()
     with caplog.at_level(logging.INFO, logger="xares_fusion"):
         argv = ["bench", "moe", "--recipe", str(recipe), "--task", "tones", "--steps", str(STEPS)]
@@ -90,6 +103,18 @@ def test_bench_trains_with_the_aux_loss_weights_of_a_run_and_prints_one_json_obj
     assert modes["batched eval"]["identical_predictions"] is True
     assert modes["warm fp32 cache"]["cache_misses"] == 0 and modes["warm fp32 cache"]["cache_hits"] > 0
     assert modes["warm fp32 cache"]["cache_fill_s"] > 0 and parity["cache_fill_s"] is None
+    # On a CPU the all-options mode also runs eager attention and PCG64 LoRA dropout; the fp32
+    # cache mode keeps the official kernels (its answers must stay parity's).
+    assert modes["warm fp32 cache"]["speed_options"] == {}
+    assert modes["warm fp16 cache"]["speed_options"] == {"attn_implementation": "eager", "lora_dropout_rng": "pcg64"}
+    # The answers' length is reported with the speed: equal answers, equal token counts.
+    assert all(isinstance(figures["answer_tokens"], int) for figures in modes.values())
+    assert modes["batched eval"]["answer_tokens"] == parity["answer_tokens"]
+    assert len(evaluated) == len(modes)
+    assert all(state.keys() == evaluated[0].keys() for state in evaluated)
+    assert all(torch.equal(state[k], evaluated[0][k]) for state in evaluated for k in state)
+    # Training from a warm fp32 cache computes parity's weights bit for bit; the fp16 one does not.
+    assert [figures["identical_trained_weights"] for figures in modes.values()] == [True, True, True, False]
 
 
 def test_flop_counter_counts_forward_weight_and_input_gradients() -> None:
@@ -153,7 +178,13 @@ def test_summary_speedup_is_end_to_end_against_parity_and_mfu_uses_the_device_pe
     )
     parity = ModeResult("parity", 10, Measured(20.0, 900.0, 10**15), Measured(12.0, 800.0, 10**14), ["a", "b"])
     batched = ModeResult("batched eval", 10, None, Measured(4.0, 1000.0, 10**14), ["a", "b"])
-    warm = ModeResult("warm fp16 cache", 10, Measured(5.0, 700.0, 5 * 10**14), Measured(3.0, 600.0, 10**14), ["a", "c"])
+    warm = ModeResult(
+        "warm fp16 cache",
+        10,
+        Measured(5.0, 700.0, 5 * 10**14),
+        Measured(3.0, 600.0, 10**14, answer_tokens=7),
+        ["a", "c"],
+    )
     summary = summarise([parity, batched, warm], torch.device("cuda", 0), {"task": "t"})
     modes = summary["modes"]
     assert summary["device"]["peak_bf16_tflops"] == 989
@@ -164,6 +195,7 @@ def test_summary_speedup_is_end_to_end_against_parity_and_mfu_uses_the_device_pe
     assert modes["warm fp16 cache"]["end_to_end_speedup"] == pytest.approx(4.0)
     assert modes["warm fp16 cache"]["eval_rows_per_s"] == pytest.approx(2 / 3)  # rows answered / s
     assert [m["identical_predictions"] for m in modes.values()] == [True, True, False]
+    assert modes["warm fp16 cache"]["answer_tokens"] == 7
     table = bench.format_bench(summary)
     assert "NVIDIA H200" in table and "4.00x" in table and "Measurement(" not in table
 

@@ -10,10 +10,16 @@ Modes, each from the recipe's initial weights and the same seeded training strea
   training time;
 * ``warm fp32 cache``: training and batched evaluation read the frozen encoders' outputs from an
   fp32 feature cache filled beforehand (the state of every run after the first of an encoder);
-  the features are those the encoder computes, so the answers should be parity's;
-* ``warm fp16 cache``: the same from an fp16 cache, with deterministic mode off and TF32 on: every
-  speed option at once (answers may differ from parity's);
+  the features are those the encoder computes, so the trained weights and the answers should be
+  parity's;
+* ``warm fp16 cache``: the same from an fp16 cache, with deterministic mode off and TF32 on, and
+  on a CPU eager attention and LoRA dropout masks from PCG64 (:func:`device_speed_options`):
+  every speed option that helps on the device at once (answers may differ from parity's);
 * each extra precision (``--precision bf16``): as ``warm fp16 cache``, under that autocast.
+
+Every mode trains its own model, then evaluates parity's trained weights with its own settings
+(:func:`_warm_cache_mode` says why): ``identical_trained_weights`` says whether the mode's
+training computed parity's numbers, ``identical_predictions`` whether its evaluation did.
 
 Every timed region goes through :func:`measured`: wall time with the CUDA queue drained at both
 ends, peak memory since the region began, and the model FLOPs it ran. Filling a cache is timed
@@ -66,6 +72,7 @@ from .runner import (
     train_stages,
     training_loader,
 )
+from .train import load_trainable
 
 log = logging.getLogger("xares_fusion")
 
@@ -159,6 +166,9 @@ class Measured:
     peak_mem_mb: float = 0.0
     flops: int = 0
     loss: float | None = None
+    # For an evaluation, the LLM tokens of the answers it generated: generation time grows with
+    # them, so a mode whose model answers less is faster without being quicker per token.
+    answer_tokens: int | None = None
 
 
 @contextmanager
@@ -206,14 +216,26 @@ def _speed_flags(deterministic: bool, tf32: bool) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
 
 
-def _fresh(plan: Plan, precision: str) -> tuple[AudioLLM, Accelerator, Plan]:
+def device_speed_options(device: torch.device) -> dict[str, str]:
+    """The LLM speed options (``speed.*``) that help on ``device``: on a CPU, eager attention
+    (SDPA's CPU kernels are slower for these short sequences) and LoRA dropout masks from PCG64
+    (torch draws CPU masks one value at a time); on a GPU none, SDPA and torch's dropout being
+    the fast ones there."""
+    return {"attn_implementation": "eager", "lora_dropout_rng": "pcg64"} if device.type == "cpu" else {}
+
+
+def _fresh(plan: Plan, precision: str, speed: dict[str, str] | None = None) -> tuple[AudioLLM, Accelerator, Plan]:
     """A new model from the recipe's initial weights, the Accelerator of ``precision`` and the plan
-    with that precision."""
+    with that precision and the ``speed`` options."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     accelerator = make_accelerator(precision)
-    recipe = dataclasses.replace(plan.recipe, optim=dataclasses.replace(plan.recipe.optim, precision=precision))
+    recipe = dataclasses.replace(
+        plan.recipe,
+        optim=dataclasses.replace(plan.recipe.optim, precision=precision),
+        speed=dataclasses.replace(plan.recipe.speed, **(speed or {})),
+    )
     model = build_model(recipe, [s.task for s in plan.sources]).to(accelerator.device)
     return model, accelerator, dataclasses.replace(plan, recipe=recipe)
 
@@ -235,7 +257,9 @@ def _eval(
     task = dataclasses.replace(task, eval=dataclasses.replace(task.eval, batch_size=batch_size))
     with measured(model, accelerator.device) as m:
         outcome = generate_predictions(model, task, accelerator, limit=rows, progress=False)
-    return m, outcome.rows["predict"].tolist()
+    answers = outcome.rows["predict"].tolist()
+    m.answer_tokens = sum(len(model.tokenizer(a, add_special_tokens=False).input_ids) for a in answers)
+    return m, answers
 
 
 def _fill_cache(model: AudioLLM, plan: Plan, eval_task: TaskConfig, rows: int, accelerator: Accelerator) -> float:
@@ -264,16 +288,18 @@ def _fill_cache(model: AudioLLM, plan: Plan, eval_task: TaskConfig, rows: int, a
 
 def _parity_modes(
     plan: Plan, request: RunRequest, eval_task: TaskConfig, steps: int, rows: int, eval_batch: int
-) -> list[ModeResult]:
-    """Parity mode, then its trained weights evaluated in larger batches."""
+) -> tuple[list[ModeResult], dict[str, torch.Tensor]]:
+    """Parity mode, then its trained weights evaluated in larger batches; and those weights."""
     model, accelerator, plan = _fresh(plan, "fp32")
     trained = _train(model, plan, request, accelerator)
     parity_eval, answers = _eval(model, eval_task, rows, eval_task.split("eval").batch_size, accelerator)
     batched_eval, batched_answers = _eval(model, eval_task, rows, eval_batch, accelerator)
-    return [
-        ModeResult(PARITY, steps, trained, parity_eval, answers),
-        ModeResult("batched eval", steps, None, batched_eval, batched_answers),
+    same = {"identical_trained_weights": True}
+    results = [
+        ModeResult(PARITY, steps, trained, parity_eval, answers, extra=same),
+        ModeResult("batched eval", steps, None, batched_eval, batched_answers, extra=same),
     ]
+    return results, {name: value.clone() for name, value in model.trainable_state_dict().items()}
 
 
 def _warm_cache_mode(
@@ -287,13 +313,25 @@ def _warm_cache_mode(
     precision: str,
     cache_dtype: str,
     cache_root: Path,
+    parity_weights: dict[str, torch.Tensor],
+    speed: dict[str, str] | None = None,
 ) -> ModeResult:
-    """Training and batched evaluation in ``precision`` from a cache of ``cache_dtype`` filled first."""
-    model, accelerator, plan = _fresh(plan, precision)
+    """Training, then batched evaluation of parity's trained weights, in ``precision`` from a
+    cache of ``cache_dtype`` filled first, with the ``speed`` options.
+
+    After a few steps what a model answers, and so how long generation takes, depends on the
+    training's rounding and random draws: a mode whose model happens to answer nothing would
+    evaluate fastest. Every mode therefore evaluates the same trained weights, parity's, so the
+    timed evaluations do the same work up to each mode's rounding; whether the mode's own
+    training computed parity's numbers is ``identical_trained_weights``."""
+    model, accelerator, plan = _fresh(plan, precision, speed)
     cache = model.feature_cache = FeatureCache(cache_root / cache_dtype, "readwrite", cache_dtype, precision)
     fill = _fill_cache(model, plan, eval_task, rows, accelerator)
     cache.hits = cache.misses = cache.uncached = 0  # from here on, the mode's own reads
     trained = _train(model, plan, request, accelerator)
+    own = model.trainable_state_dict()
+    same = own.keys() == parity_weights.keys() and all(torch.equal(own[k], parity_weights[k]) for k in own)
+    load_trainable(model, parity_weights)
     evaluated, answers = _eval(model, eval_task, rows, eval_batch, accelerator)
     return ModeResult(
         name,
@@ -302,7 +340,13 @@ def _warm_cache_mode(
         evaluated,
         answers,
         fill,
-        {"cache_hits": cache.hits, "cache_misses": cache.misses, "cache_uncached": cache.uncached},
+        {
+            "cache_hits": cache.hits,
+            "cache_misses": cache.misses,
+            "cache_uncached": cache.uncached,
+            "speed_options": speed or {},
+            "identical_trained_weights": same,
+        },
     )
 
 
@@ -339,8 +383,9 @@ def run_bench(
         cache_root = Path(workdir) / "cache"
         args = (plan, request, eval_task, steps, rows, eval_batch)
         with _speed_flags(deterministic=True, tf32=False):
-            results = _parity_modes(*args)
-            results.append(_warm_cache_mode("warm fp32 cache", *args, "fp32", "fp32", cache_root))
+            results, weights = _parity_modes(*args)
+            results.append(_warm_cache_mode("warm fp32 cache", *args, "fp32", "fp32", cache_root, weights))
+        speed = device_speed_options(process_state().device)
         with _speed_flags(deterministic=False, tf32=True):
             results += [
                 _warm_cache_mode(
@@ -349,6 +394,8 @@ def run_bench(
                     precision,
                     "fp16",
                     cache_root,
+                    weights,
+                    speed,
                 )
                 for precision in ("fp32", *precisions)
             ]
@@ -396,6 +443,7 @@ def summarise(results: list[ModeResult], device: torch.device, workload: dict[st
             "end_to_end_s": seconds,
             "end_to_end_speedup": _end_to_end_seconds(parity, parity) / seconds,
             "identical_predictions": r.predictions == parity.predictions,
+            "answer_tokens": r.eval.answer_tokens,
             "final_train_loss": train.loss,
             "cache_fill_s": r.cache_fill_s,
             "reuses_parity_training": r.train is None,
@@ -416,6 +464,7 @@ def format_bench(summary: dict[str, Any]) -> str:
         ("MFU", "mfu", "{:.1%}"),
         ("speedup", "end_to_end_speedup", "{:.2f}x"),
         ("= parity", "identical_predictions", "{}"),
+        ("answer tok", "answer_tokens", "{}"),
         ("cache fill s", "cache_fill_s", "{:.1f}"),
     )
     width = max(len(mode) for mode in summary["modes"]) + 2
@@ -429,6 +478,7 @@ def format_bench(summary: dict[str, Any]) -> str:
         lines.append(f"{mode:<{width}}{cells}")
     lines.append(
         "speedup: parity's end-to-end seconds (training + evaluation) over the mode's; = parity: every "
-        "answer equal to parity's; cache fill: untimed encoding that makes the cache warm (paid once per encoder)"
+        "answer equal to parity's; answer tok: LLM tokens answered (generation time grows with them); "
+        "cache fill: untimed encoding that makes the cache warm (paid once per encoder)"
     )
     return "\n".join(lines)
