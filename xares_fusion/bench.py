@@ -294,7 +294,7 @@ def _parity_modes(
     trained = _train(model, plan, request, accelerator)
     parity_eval, answers = _eval(model, eval_task, rows, eval_task.split("eval").batch_size, accelerator)
     batched_eval, batched_answers = _eval(model, eval_task, rows, eval_batch, accelerator)
-    same = {"identical_trained_weights": True}
+    same = {"identical_trained_weights": True, "speed_options": {}}
     results = [
         ModeResult(PARITY, steps, trained, parity_eval, answers, extra=same),
         ModeResult("batched eval", steps, None, batched_eval, batched_answers, extra=same),

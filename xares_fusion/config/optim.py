@@ -66,7 +66,7 @@ class SpeedSpec:
     # short sequences faster on a CPU in bf16; the same attention, other rounding (recorded).
     attn_implementation: str | None = None
     # Official: torch's dropout, whose CPU masks come one value at a time from its Mersenne
-    # Twister (a quarter of the LLM's forward on a CPU). "pcg64" draws them from numpy's PCG64,
+    # Twister (a fifth of a bf16 training step on a CPU). "pcg64" draws them from numpy's PCG64,
     # seeded from torch's generator: the same Bernoulli masks in distribution, another stream.
     lora_dropout_rng: str = "torch"
 
