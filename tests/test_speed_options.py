@@ -10,7 +10,8 @@ import pytest
 import torch
 from shard_helpers import TONES_RECIPE
 
-from xares_fusion.config import ConfigError, load_recipe
+from xares_fusion.config import ConfigError, LLMSpec, load_recipe
+from xares_fusion.llm import LLMLoadError, load_llm
 from xares_fusion.lora_dropout import PCG64Dropout
 from xares_fusion.parity import recipe_departures
 from xares_fusion.runner import build_model
@@ -123,3 +124,16 @@ def test_recipe_options_reach_the_model_and_are_recorded_as_departures(recipe_fi
 def test_an_unknown_speed_option_names_its_field_and_the_choices(recipe_file: Path, override: str, field: str) -> None:
     with pytest.raises(ConfigError, match=rf"field '{field}' must be one of \["):
         load_recipe(str(recipe_file), [override])
+
+
+def test_a_kernel_that_cannot_load_names_the_field_and_the_way_back(isolated_homes: dict) -> None:
+    """flash-attn is not installed here: transformers refuses the kernel while loading, and the
+    error names ``speed.attn_implementation`` and says how to go back to the default."""
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("flash-attn is installed here")
+    with pytest.raises(LLMLoadError, match=r"speed.attn_implementation='flash_attention_2'.*leave the field unset"):
+        load_llm(LLMSpec(name_or_path="toy-llama"), "flash_attention_2")

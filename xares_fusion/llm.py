@@ -66,6 +66,16 @@ def load_llm(spec: LLMSpec, attn_implementation: str | None = None) -> tuple[Pre
             f"model.llm.name_or_path={spec.name_or_path!r}: could not load it ({str(err).splitlines()[0]}). "
             f"Offline, use a local model directory, a .gguf file, or a registered LLM {LLMS.names()}."
         ) from err
+    except (ImportError, ValueError) as err:
+        if not attn_implementation:
+            raise
+        # transformers checks the kernel while loading: a missing package (flash-attn) or a model
+        # class without that kernel.
+        raise LLMLoadError(
+            f"speed.attn_implementation={attn_implementation!r}: {spec.name_or_path!r} cannot load with it "
+            f"({str(err).splitlines()[0]}). Install what it needs, or leave the field unset (transformers' "
+            f"default, SDPA, as officially)."
+        ) from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.eos_token_id is None:
