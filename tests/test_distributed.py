@@ -156,6 +156,52 @@ def test_parity_two_processes_train_on_one_schedule_and_evaluate_every_row_once(
     assert _scores(out)["tones"] >= 0.9
 
 
+CPU_SPEED_OPTIONS = ["--set", "speed.attn_implementation=eager", "--set", "speed.lora_dropout_rng=pcg64"]
+
+
+def test_cpu_speed_options_train_on_two_processes_and_evaluate_as_one(
+    recipe: Path, synthetic_root: Path, tmp_path: Path
+) -> None:
+    """Eager attention and PCG64 LoRA dropout under DDP: two processes train with them (the
+    replaced dropout modules hold no parameters DDP must know), the record lists both, and the
+    sharded evaluation gives the predictions one process gives for the same weights."""
+    two = tmp_path / "two"
+    _run_two_processes("logmel", recipe, two, "--max-steps", "30", *CPU_SPEED_OPTIONS)
+    record = json.loads((two / "result.json").read_text())
+    assert record["processes"] == 2
+    assert {
+        "speed.attn_implementation='eager' (official: None)",
+        "speed.lora_dropout_rng='pcg64' (official: 'torch')",
+    } <= set(record["parity"]["departures"])
+    one = tmp_path / "one"
+    shutil.copytree(two, one)
+    shutil.rmtree(one / "scores")
+    for path in one.glob("predictions_*.csv"):
+        path.unlink()
+    (one / "run.json").unlink()
+    assert (
+        main(
+            [
+                "run",
+                "logmel",
+                str(recipe),
+                "tones",
+                "--output-dir",
+                str(one),
+                "--max-steps",
+                "30",
+                *CPU_SPEED_OPTIONS,
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    pd.testing.assert_frame_equal(
+        pd.read_csv(one / "predictions_tones.csv"), pd.read_csv(two / "predictions_tones.csv")
+    )
+    assert _scores(one) == _scores(two)
+
+
 ROUTED = {
     "pam": [
         "model.encoder_args={encoders: [{name: whisper, args: {model_name: TINY, pad_to_30s: false}}, "
