@@ -99,6 +99,18 @@ def _run_two_processes(
     return proc
 
 
+def _trained_copy_to_evaluate(run_dir: Path, copy: Path) -> Path:
+    """A copy of a finished run without its scores and predictions, to evaluate it again. The
+    number of processes is part of the run's identity, so the copy drops ``run.json`` and is
+    claimed afresh; its finished training (final weights, completion marker) is reused as it is."""
+    shutil.copytree(run_dir, copy)
+    shutil.rmtree(copy / "scores")
+    for path in copy.glob("predictions_*.csv"):
+        path.unlink()
+    (copy / "run.json").unlink()
+    return copy
+
+
 def test_two_processes_evaluate_every_row_once_with_the_same_scores(
     recipe: Path, synthetic_root: Path, tmp_path: Path
 ) -> None:
@@ -107,14 +119,7 @@ def test_two_processes_evaluate_every_row_once_with_the_same_scores(
     single-process run's."""
     trained = tmp_path / "one"
     assert main(["run", "logmel", str(recipe), "tones", "--output-dir", str(trained), "--max-steps", "40"]) == 0
-    out = tmp_path / "two"
-    shutil.copytree(trained, out)
-    shutil.rmtree(out / "scores")
-    for path in out.glob("predictions_*.csv"):
-        path.unlink()
-    # The number of processes is part of the run's identity: the copy is claimed afresh, and its
-    # finished training (final weights and completion marker) is reused as it stands.
-    (out / "run.json").unlink()
+    out = _trained_copy_to_evaluate(trained, tmp_path / "two")
     _run_two_processes("logmel", recipe, out, "--max-steps", "40")
     assert "processes 2" in (out / "log.txt").read_text()  # both ranks took part
     one = pd.read_csv(trained / "predictions_tones.csv")
@@ -173,12 +178,7 @@ def test_cpu_speed_options_train_on_two_processes_and_evaluate_as_one(
         "speed.attn_implementation='eager' (official: None)",
         "speed.lora_dropout_rng='pcg64' (official: 'torch')",
     } <= set(record["parity"]["departures"])
-    one = tmp_path / "one"
-    shutil.copytree(two, one)
-    shutil.rmtree(one / "scores")
-    for path in one.glob("predictions_*.csv"):
-        path.unlink()
-    (one / "run.json").unlink()
+    one = _trained_copy_to_evaluate(two, tmp_path / "one")
     assert (
         main(
             [
