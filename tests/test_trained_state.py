@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 from safetensors.torch import load_file
+from shard_helpers import TONES_RECIPE
 
 from xares_fusion.runner import RunRequest, build_model, make_accelerator, plan_run, train_stages
 from xares_fusion.train import FINAL_WEIGHTS, last_good_checkpoint, load_final
@@ -37,21 +39,11 @@ class NormedFramesEncoder(torch.nn.Module):
         return features, audio_attention_mask[:, 319::320][:, : features.shape[1]]
 '''
 
-RECIPE = """
-name: trained-state
-model:
-  llm: {name_or_path: toy-llama}
-data:
-  mixture: [{task: tones}]
-  shuffle_buffer: 8
-optim:
-  max_steps: 6
-  lr: 3.0e-3
-  warmup_steps: 2
-  batch_size: 4
-  save_steps: 3
-  log_steps: 3
-"""
+# The smoke recipe of the tones task, shortened: 6 steps, a checkpoint at step 3.
+_RECIPE = yaml.safe_load(TONES_RECIPE)
+_RECIPE["data"]["shuffle_buffer"] = 8
+_RECIPE["optim"].update(max_steps=6, warmup_steps=2, batch_size=4, save_steps=3, log_steps=3)
+RECIPE = yaml.safe_dump(_RECIPE)
 
 
 def test_reloaded_model_sees_the_batchnorm_statistics_training_moved(tmp_path: Path, synthetic_root: Path) -> None:
